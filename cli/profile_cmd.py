@@ -1,0 +1,116 @@
+"""``smpq-onnx profile``: per-layer costs of a policy and totals against the device's limits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from smpq_onnx.cli.render import human, table
+
+from smpq_onnx.budget import Budget
+from smpq_onnx.cost import CostModel
+from smpq_onnx.example import example_model_path
+from smpq_onnx.importer import import_model
+from smpq_onnx.options import Option
+from smpq_onnx.policy import Policy, read_policy
+from smpq_onnx.profile import load_profile
+from smpq_onnx.space import SearchSpace
+
+DEFAULT_HW = "mcu"
+
+
+@click.command()
+@click.argument("model", required=False, type=click.Path(path_type=Path))
+@click.option("--hw", "hw_name", default=DEFAULT_HW, show_default=True,
+              help="Device profile: a built-in name (see `hw list`) or a .yaml path.")
+@click.option("--bits", help="Uniform option for every layer, e.g. W8A8 (default: the "
+              "profile's default_option).")
+@click.option("--policy", "policy_path", type=click.Path(path_type=Path),
+              help="Policy JSON file (layer -> {w_bits, a_bits}).")
+@click.option("--default-bits", help="Option for layers the policy file leaves out.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def profile(model: Path | None, hw_name: str, bits: str | None, policy_path: Path | None,
+            default_bits: str | None, as_json: bool) -> None:
+    """Cost of MODEL (default: the bundled example) at a bit-width policy on a device."""
+    if bits and policy_path:
+        raise click.UsageError("give --bits or --policy, not both")
+    device = load_profile(hw_name)
+    imported = import_model(model if model is not None else example_model_path())
+    space = SearchSpace.build(imported, device)
+    if policy_path is not None:
+        default = Option.parse(default_bits) if default_bits else None
+        policy = space.validate(read_policy(policy_path, default=default,
+                                            layer_names=[layer.name for layer in space.layers]))
+    else:
+        policy = space.uniform(Option.parse(bits or device.default_option))
+
+    report = profile_report(imported.source, device.name, space, CostModel(imported, device),
+                            policy, Budget.from_profile(device, imported))
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(_render(report))
+
+
+def profile_report(source: str, device: str, space: SearchSpace, costs: CostModel,
+                   policy: Policy, budget: Budget) -> dict[str, Any]:
+    total = costs.cost(policy)
+    checks = budget.check(total)
+    layers = []
+    for layer in space.layers:
+        option = policy[layer.name]
+        layers.append({
+            "name": layer.name, "op_type": layer.op_type, "group": space.group_of(layer.name).name,
+            "macs": layer.macs, "params": layer.params,
+            "options": [str(o) for o in space.options[layer.name]],
+            "w_bits": option.w_bits, "a_bits": option.a_bits,
+            "bops": costs.layer_bops(layer.name, option),
+            "weight_bytes": costs.layer_weight_bytes(layer.name, option),
+        })
+    return {
+        "model": source, "profile": device,
+        "totals": {**total.to_json_dict(),
+                   "params": sum(layer.params for layer in space.layers),
+                   "other_constant_bytes": costs.other_constant_bytes},
+        "limits": [{"resource": c.resource, "used": c.used, "limit": c.limit, "fits": c.fits}
+                   for c in checks],
+        "layers": layers,
+        "fits": all(c.fits for c in checks),
+    }
+
+
+def _render(report: dict[str, Any]) -> str:
+    rows = []
+    for layer in report["layers"]:
+        options = layer["options"]
+        allowed = ",".join(options) if len(options) <= 4 else f"{len(options)} options"
+        bits = "FP32" if layer["w_bits"] == 32 == layer["a_bits"] else \
+            f"W{layer['w_bits']}A{layer['a_bits']}"
+        rows.append([layer["name"], layer["op_type"], human(layer["macs"]), human(layer["params"]),
+                     allowed, bits, human(layer["bops"]), human(layer["weight_bytes"], "B")])
+    totals = report["totals"]
+    units = {"bops": "", "weight_bytes": "B", "peak_activation_bytes": "B", "latency_s": "s"}
+    lines = [
+        f"model {report['model']} on profile {report['profile']}",
+        "",
+        table(["layer", "op", "MACs", "params", "allowed", "bits", "BOPs", "weights"], rows,
+              right_align=[False, False, True, True, False, False, True, True]),
+        "",
+        f"total: {len(report['layers'])} layers, {human(totals['macs'])} MACs, "
+        f"{human(totals['params'])} params",
+    ]
+    limits = {line["resource"]: line for line in report["limits"]}
+    for resource, unit in units.items():
+        value = totals[resource]
+        if value is None and resource not in limits:
+            continue
+        text = f"  {resource:<22} {human(value, unit):>12}"
+        if resource in limits:
+            line = limits[resource]
+            verdict = "fits" if line["fits"] else "OVER"
+            text += f"  limit {human(line['limit'], unit):>12}  {verdict}"
+        lines.append(text)
+    lines.append(f"fits the device: {'yes' if report['fits'] else 'NO'}")
+    return "\n".join(lines)

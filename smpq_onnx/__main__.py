@@ -1,0 +1,3 @@
+from smpq_onnx.cli.main import main
+
+main()
