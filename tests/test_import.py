@@ -263,3 +263,34 @@ def test_model_without_layers_is_rejected() -> None:
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], {})
     with pytest.raises(UnsupportedModelError, match="no quantizable layer"):
         import_model(proto)
+
+
+def test_loop_body_reading_outer_tensors_is_analysed() -> None:
+    """Loop(trip=2) { acc = acc + MatMul(c, W) } over the output c of an outer Conv."""
+    rng = np.random.default_rng(7)
+    w_inner = onnx.numpy_helper.from_array(rng.normal(size=(3, 3)).astype(np.float32), "wi")
+    body = helper.make_graph(
+        [helper.make_node("Constant", [], ["wi_c"], value=w_inner),
+         helper.make_node("MatMul", ["c", "wi_c"], ["m"], name="inner_mm"),
+         helper.make_node("Add", ["acc_in", "m"], ["acc_out"], name="acc"),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"], name="keep")],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, None)])
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Loop", ["trip", "", "init"], ["y"], name="loop", body=body),
+    ]
+    proto = make_model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 3, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        {"w": rng.normal(size=(3, 2, 1, 1)).astype(np.float32), "trip": np.array(2, np.int64),
+         "init": np.zeros((1, 3, 3, 3), np.float32)})
+    model = import_model(proto)
+    assert [layer.name for layer in model.layers] == ["conv"]
+    captured = [d["tensor"] for _, _, d in model.view.in_edges("loop", data=True) if d["captured"]]
+    assert captured == ["c"]
+    assert model.shapes["y"] == (1, 3, 3, 3)
