@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import click
+from smpq_onnx.cli.eval_cmd import eval_command
 from smpq_onnx.cli.hw import hw
 from smpq_onnx.cli.profile_cmd import profile
 
@@ -49,6 +50,7 @@ def cli(verbose: int) -> None:
 
 cli.add_command(hw)
 cli.add_command(profile)
+cli.add_command(eval_command)
 
 
 def main() -> None:

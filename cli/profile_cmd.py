@@ -7,14 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import click
+from smpq_onnx.cli.options import policy_options, resolve_policy
 from smpq_onnx.cli.render import human, table
 
 from smpq_onnx.budget import Budget
 from smpq_onnx.cost import CostModel
 from smpq_onnx.example import example_model_path
 from smpq_onnx.importer import import_model
-from smpq_onnx.options import Option
-from smpq_onnx.policy import Policy, read_policy
+from smpq_onnx.policy import Policy
 from smpq_onnx.profile import load_profile
 from smpq_onnx.space import SearchSpace
 
@@ -25,26 +25,16 @@ DEFAULT_HW = "mcu"
 @click.argument("model", required=False, type=click.Path(path_type=Path))
 @click.option("--hw", "hw_name", default=DEFAULT_HW, show_default=True,
               help="Device profile: a built-in name (see `hw list`) or a .yaml path.")
-@click.option("--bits", help="Uniform option for every layer, e.g. W8A8 (default: the "
-              "profile's default_option).")
-@click.option("--policy", "policy_path", type=click.Path(path_type=Path),
-              help="Policy JSON file (layer -> {w_bits, a_bits}).")
-@click.option("--default-bits", help="Option for layers the policy file leaves out.")
+@policy_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def profile(model: Path | None, hw_name: str, bits: str | None, policy_path: Path | None,
             default_bits: str | None, as_json: bool) -> None:
     """Cost of MODEL (default: the bundled example) at a bit-width policy on a device."""
-    if bits and policy_path:
-        raise click.UsageError("give --bits or --policy, not both")
     device = load_profile(hw_name)
     imported = import_model(model if model is not None else example_model_path())
     space = SearchSpace.build(imported, device)
-    if policy_path is not None:
-        default = Option.parse(default_bits) if default_bits else None
-        policy = space.validate(read_policy(policy_path, default=default,
-                                            layer_names=[layer.name for layer in space.layers]))
-    else:
-        policy = space.uniform(Option.parse(bits or device.default_option))
+    policy = resolve_policy(space, bits=bits, policy_path=policy_path,
+                            default_bits=default_bits, fallback=device.default_option)
 
     report = profile_report(imported.source, device.name, space, CostModel(imported, device),
                             policy, Budget.from_profile(device, imported))

@@ -1,0 +1,243 @@
+"""Evaluation and calibration data: loading, validation against the model, splitting.
+
+Sources (``--data`` / ``--calib-data``):
+- ``file.npz``: arrays named like the model inputs (or ``x`` for a single input) and an
+  optional ``y`` of integer labels;
+- a folder of images with a preprocessing preset: ``folder`` uses ``imagenet`` (resize 256,
+  center crop 224, ImageNet mean/std), ``folder:unit`` scales to [0, 1] at the model's size;
+  integer-named subfolders give labels;
+- ``module:function``: a function returning an iterable of batches, each an array, a dict of
+  arrays, or an ``(inputs, labels)`` pair.
+Every array is checked against the model's inputs (rank, static dims, dtype) before any run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx_ir as ir
+
+from smpq_onnx.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp")
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+CALIBRATION_SHARE = 4      # default calibration split: 1/4 of --data ...
+CALIBRATION_MAX = 256      # ... and at most this many samples
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int | None, ...]
+    """Static dims as ints; symbolic ones (the batch) as None."""
+    dtype: np.dtype
+
+    @classmethod
+    def of_model(cls, model: ir.Model) -> list[InputSpec]:
+        specs = []
+        for value in model.graph.inputs:
+            shape = tuple(d if isinstance(d, int) else None for d in (value.shape or ()))
+            dtype = np.dtype(value.dtype.numpy() if value.dtype is not None else np.float32)
+            specs.append(cls(value.name or "", shape, dtype))
+        return specs
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Model inputs (name -> array with samples on axis 0) and optional integer labels."""
+
+    inputs: Mapping[str, np.ndarray]
+    labels: np.ndarray | None
+    source: str
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def subset(self, index: np.ndarray | slice, source: str) -> Dataset:
+        labels = self.labels[index] if self.labels is not None else None
+        return Dataset({k: v[index] for k, v in self.inputs.items()}, labels, source)
+
+    def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, len(self), batch_size):
+            yield {k: v[start:start + batch_size] for k, v in self.inputs.items()}
+
+
+def load_dataset(source: str | Path, specs: list[InputSpec]) -> Dataset:
+    text = str(source)
+    preset = None
+    path = Path(text)
+    if not path.exists() and ":" in text and not text.endswith(".npz"):
+        head, _, tail = text.rpartition(":")
+        if Path(head).is_dir() and tail in PRESETS:
+            path, preset = Path(head), tail
+        elif re.fullmatch(r"[\w.]+", head) and re.fullmatch(r"\w+", tail):
+            return _from_function(head, tail, specs, text)
+    if path.is_dir():
+        return _from_images(path, specs, preset or "imagenet")
+    if not path.exists():
+        raise DataError(f"data not found: {text}; give a .npz file, an image folder or "
+                        "module:function")
+    if path.suffix != ".npz":
+        raise DataError(f"data file {text} is not a .npz; save arrays with numpy.savez")
+    return _from_npz(path, specs)
+
+
+def split_calibration(data: Dataset) -> tuple[Dataset, Dataset]:
+    """(calibration, evaluation): the last min(N/4, 256) samples calibrate, the rest evaluate."""
+    n = len(data)
+    n_calib = min(max(n // CALIBRATION_SHARE, 1), CALIBRATION_MAX)
+    if n - n_calib < 1:
+        raise DataError(f"{data.source} has {n} sample(s): too few to split into calibration "
+                        "and evaluation; give more data or a separate --calib-data")
+    return (data.subset(slice(n - n_calib, n), f"{data.source}[-{n_calib}:]"),
+            data.subset(slice(0, n - n_calib), f"{data.source}[:{n - n_calib}]"))
+
+
+def _from_npz(path: Path, specs: list[InputSpec]) -> Dataset:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read {path} as .npz ({e}); write it with numpy.savez") from e
+    labels = arrays.pop("y", None)
+    if len(specs) == 1 and specs[0].name not in arrays and "x" in arrays:
+        arrays[specs[0].name] = arrays.pop("x")
+    missing = [s.name for s in specs if s.name not in arrays]
+    if missing:
+        raise DataError(f"{path} has no array for model input(s) {missing} (found "
+                        f"{sorted(arrays)}); name arrays like the inputs, or 'x' for one input")
+    return _validated({s.name: arrays[s.name] for s in specs}, labels, specs, str(path))
+
+
+def _validated(inputs: Mapping[str, np.ndarray], labels: np.ndarray | None,
+               specs: list[InputSpec], source: str) -> Dataset:
+    checked: dict[str, np.ndarray] = {}
+    counts = set()
+    for spec in specs:
+        array = np.asarray(inputs[spec.name])
+        if array.ndim != len(spec.shape):
+            raise DataError(f"{source}: array for input '{spec.name}' has shape {array.shape}, "
+                            f"the model expects rank {len(spec.shape)} {_shape_text(spec)}")
+        for axis, (got, want) in enumerate(zip(array.shape, spec.shape, strict=True)):
+            if axis > 0 and want is not None and got != want:
+                raise DataError(f"{source}: array for input '{spec.name}' has shape "
+                                f"{array.shape}, the model expects {_shape_text(spec)}")
+        if np.issubdtype(spec.dtype, np.floating) and not np.issubdtype(array.dtype, np.floating):
+            raise DataError(f"{source}: array for input '{spec.name}' is {array.dtype} but the "
+                            f"model takes {spec.dtype}; convert it (e.g. x.astype('float32') / "
+                            "255 for 8-bit images)")
+        if not np.can_cast(array.dtype, spec.dtype, casting="same_kind"):
+            raise DataError(f"{source}: array for input '{spec.name}' is {array.dtype}, the "
+                            f"model takes {spec.dtype}")
+        checked[spec.name] = np.ascontiguousarray(array.astype(spec.dtype, copy=False))
+        counts.add(len(array))
+    if len(counts) != 1:
+        raise DataError(f"{source}: input arrays hold different sample counts {sorted(counts)}")
+    n = counts.pop()
+    if n == 0:
+        raise DataError(f"{source} holds no samples")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or len(labels) != n or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(f"{source}: labels 'y' must be {n} integers, got shape "
+                            f"{labels.shape} of {labels.dtype}")
+    return Dataset(checked, labels, source)
+
+
+def _shape_text(spec: InputSpec) -> str:
+    return "(" + ", ".join("N" if d is None else str(d) for d in spec.shape) + ")"
+
+
+def _from_function(module_name: str, function_name: str, specs: list[InputSpec],
+                   source: str) -> Dataset:
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as e:
+        raise DataError(f"cannot load data function {source} ({e}); check module and name") from e
+    finally:
+        sys.path.pop(0)
+    parts: dict[str, list[np.ndarray]] = {s.name: [] for s in specs}
+    labels: list[np.ndarray] = []
+    for batch in function():
+        inputs, batch_labels = batch if isinstance(batch, tuple) else (batch, None)
+        if not isinstance(inputs, Mapping):
+            if len(specs) != 1:
+                raise DataError(f"{source}: batches must be dicts for a model with "
+                                f"{len(specs)} inputs")
+            inputs = {specs[0].name: inputs}
+        for spec in specs:
+            if spec.name not in inputs:
+                raise DataError(f"{source}: a batch has no array for input '{spec.name}'")
+            parts[spec.name].append(np.asarray(inputs[spec.name]))
+        if batch_labels is not None:
+            labels.append(np.asarray(batch_labels))
+    if not parts[specs[0].name]:
+        raise DataError(f"{source} yielded no batches")
+    merged = {k: np.concatenate(v) for k, v in parts.items()}
+    return _validated(merged, np.concatenate(labels) if labels else None, specs, source)
+
+
+def _from_images(folder: Path, specs: list[InputSpec], preset: str) -> Dataset:
+    if len(specs) != 1:
+        raise DataError(f"an image folder feeds one input; the model has {len(specs)}")
+    try:
+        from PIL import Image
+    except ImportError as e:
+        raise DataError("reading image folders needs Pillow: pip install pillow") from e
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}")
+    spec = specs[0]
+    if len(spec.shape) != 4 or spec.shape[1] not in (1, 3):
+        raise DataError(f"image folders need a model input (N, 1|3, H, W); '{spec.name}' is "
+                        f"{_shape_text(spec)}")
+    channels = spec.shape[1]
+    images = []
+    for file in files:
+        with Image.open(file) as image:
+            images.append(PRESETS[preset](image.convert("L" if channels == 1 else "RGB"), spec))
+    parents = {f.parent.name for f in files}
+    labels = None
+    if all(f.parent != folder for f in files) and all(p.isdigit() for p in parents):
+        labels = np.array([int(f.parent.name) for f in files], dtype=np.int64)
+    return _validated({spec.name: np.stack(images)}, labels, specs, str(folder))
+
+
+def _imagenet(image: object, spec: InputSpec) -> np.ndarray:
+    from PIL import Image
+
+    assert isinstance(image, Image.Image)
+    size = (spec.shape[2] or 224, spec.shape[3] or 224)
+    short = round(max(size) * 256 / 224)
+    scale = short / min(image.size)
+    resized = image.resize((max(short, math.ceil(image.size[0] * scale)),
+                            max(short, math.ceil(image.size[1] * scale))),
+                           Image.Resampling.BILINEAR)
+    left = (resized.size[0] - size[1]) // 2
+    top = (resized.size[1] - size[0]) // 2
+    crop = resized.crop((left, top, left + size[1], top + size[0]))
+    array = np.asarray(crop, dtype=np.float32) / 255.0
+    if array.ndim == 2:
+        return array[None]
+    return ((array - IMAGENET_MEAN) / IMAGENET_STD).transpose(2, 0, 1)
+
+
+def _unit(image: object, spec: InputSpec) -> np.ndarray:
+    from PIL import Image
+
+    assert isinstance(image, Image.Image)
+    size = (spec.shape[3] or image.size[0], spec.shape[2] or image.size[1])
+    array = np.asarray(image.resize(size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+
+
+PRESETS = {"imagenet": _imagenet, "unit": _unit}

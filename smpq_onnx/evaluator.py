@@ -1,0 +1,134 @@
+"""Policy evaluation on ONNX Runtime: policy -> metric on one fixed evaluation set.
+
+Per policy: the evaluation graph (activation fake-quant chains, and fake-quantized weights
+cached per (layer, bits) as ready TensorProtos) is built on the protobuf and one session is
+created. Results are memoized on the policy, which is the whole realized configuration
+(calibration is fixed for the evaluator's life), so asking twice costs nothing. The FP32
+outputs are computed once and serve the fidelity metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+from onnx import numpy_helper
+
+from smpq_onnx.calibration import Calibration
+from smpq_onnx.dataset import Dataset, InputSpec
+from smpq_onnx.fakequant import build_eval_model
+from smpq_onnx.importer import ImportedModel
+from smpq_onnx.layers import QuantizableLayer
+from smpq_onnx.metrics import Metric
+from smpq_onnx.options import FLOAT_BITS
+from smpq_onnx.policy import Policy
+from smpq_onnx.runtime import RuntimeConfig
+
+DEFAULT_BATCH_SIZE = 64  # measured: smaller batches keep the fake-quant passes in cache
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    score: float
+    n_samples: int
+    seconds: float
+    cached: bool = False
+
+
+class Evaluator:
+    def __init__(self, model: ImportedModel, calibration: Calibration, data: Dataset,
+                 metric: Metric, *, runtime: RuntimeConfig | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        self.model = model
+        self.calibration = calibration
+        self.data = data
+        self.metric = metric
+        self.runtime = runtime or RuntimeConfig()
+        self.batch_size = _batch_size(model, batch_size)
+        self._base = ir.to_proto(model.ir_model)
+        self._base_bytes = self._base.SerializeToString()
+        self._output = self._base.graph.output[0].name
+        # The base graph without the layers' weights; each policy adds its own versions.
+        weight_names = {layer.weight for layer in model.layers}
+        self._distinct_weight_layers = list({layer.weight: layer
+                                             for layer in model.layers}.values())
+        self._original_weights = {init.name: numpy_helper.to_array(init)
+                                  for init in self._base.graph.initializer
+                                  if init.name in weight_names}
+        self._skeleton = onnx.ModelProto()
+        self._skeleton.CopyFrom(self._base)
+        kept = [init for init in self._base.graph.initializer if init.name not in weight_names]
+        del self._skeleton.graph.initializer[:]
+        self._skeleton.graph.initializer.extend(kept)
+        self._weights: dict[tuple[str, int], onnx.TensorProto] = {}
+        self._results: dict[Policy, EvalResult] = {}
+        self.n_evaluations = 0
+        self.reference = self._run(self.runtime.session(self._base_bytes))
+        self.fp32_score = metric(self.reference, self.reference, data.labels)
+
+    def evaluate(self, policy: Policy) -> EvalResult:
+        """The metric of ``policy`` on the evaluation set (memoized)."""
+        known = self._results.get(policy)
+        if known is not None:
+            return EvalResult(known.score, known.n_samples, 0.0, cached=True)
+        start = time.perf_counter()
+        outputs = self.outputs(policy)
+        score = self.metric(outputs, self.reference, self.data.labels)
+        result = EvalResult(score, len(self.data), time.perf_counter() - start)
+        self._results[policy] = result
+        self.n_evaluations += 1
+        return result
+
+    def evaluate_many(self, policies: Iterable[Policy],
+                      progress: Callable[[int], None] | None = None) -> list[EvalResult]:
+        results = []
+        for i, policy in enumerate(policies):
+            results.append(self.evaluate(policy))
+            if progress is not None:
+                progress(i + 1)
+        return results
+
+    def outputs(self, policy: Policy) -> np.ndarray:
+        """The model's first output for every evaluation sample under ``policy``."""
+        return self._run(self.session(policy))
+
+    def eval_model(self, policy: Policy) -> onnx.ModelProto:
+        """The FP32 graph with activation fake-quant chains and fake-quantized weights.
+
+        Weights are written into the model rather than overridden with
+        ``SessionOptions.add_initializer``: at ORT_ENABLE_ALL the NCHWc transformer reorders
+        the graph's own weight data and ignores the override (measured here).
+        """
+        model = build_eval_model(self._skeleton, self.model.layers, policy,
+                                 self.calibration.activation)
+        model.graph.initializer.extend(self._weight_tensor(layer, policy[layer.name].w_bits)
+                                       for layer in self._distinct_weight_layers)
+        return model
+
+    def _weight_tensor(self, layer: QuantizableLayer, bits: int) -> onnx.TensorProto:
+        key = (layer.weight, bits)
+        if key not in self._weights:
+            array = (self._original_weights[layer.weight] if bits == FLOAT_BITS
+                     else self.calibration.weight(layer, bits))
+            self._weights[key] = numpy_helper.from_array(array, layer.weight)
+        return self._weights[key]
+
+    def session(self, policy: Policy) -> ort.InferenceSession:
+        return self.runtime.session(self.eval_model(policy))
+
+    def _run(self, session: ort.InferenceSession) -> np.ndarray:
+        parts = [session.run([self._output], batch)[0]
+                 for batch in self.data.batches(self.batch_size)]
+        return np.concatenate(parts)
+
+
+def _batch_size(model: ImportedModel, requested: int) -> int:
+    """The model's static batch size if it has one, else ``requested``."""
+    static = {spec.shape[0] for spec in InputSpec.of_model(model.ir_model)}
+    fixed = [b for b in static if b is not None]
+    return fixed[0] if fixed else requested

@@ -1,0 +1,101 @@
+"""Metrics of a quantized model's outputs, against labels or against the FP32 outputs.
+
+Each metric maps (outputs, fp32 outputs, labels) to one float, larger is better:
+``top1`` (needs labels), ``agreement`` (top-1 agreement with FP32), ``kl`` (minus the mean
+KL(FP32 || quantized) of the softmax outputs), ``sqnr`` (dB), ``cosine`` (mean per sample);
+``module:function`` loads a user metric with the same signature.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from smpq_onnx.errors import DataError
+
+MetricFunction = Callable[[np.ndarray, np.ndarray, np.ndarray | None], float]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    function: MetricFunction
+    needs_labels: bool = False
+    percent: bool = False
+    """Shown in percent (a fraction of samples); differences are 'points'."""
+
+    def __call__(self, outputs: np.ndarray, reference: np.ndarray,
+                 labels: np.ndarray | None) -> float:
+        if self.needs_labels and labels is None:
+            raise DataError(f"metric '{self.name}' needs labels: add an integer array 'y' to "
+                            "the data, or use --metric agreement")
+        return float(self.function(outputs, reference, labels))
+
+
+def _flat(outputs: np.ndarray) -> np.ndarray:
+    return outputs.reshape(len(outputs), -1).astype(np.float64)
+
+
+def _top1(outputs: np.ndarray, _: np.ndarray, labels: np.ndarray | None) -> float:
+    assert labels is not None
+    return float(np.mean(_flat(outputs).argmax(1) == labels))
+
+
+def _agreement(outputs: np.ndarray, reference: np.ndarray, _: np.ndarray | None) -> float:
+    return float(np.mean(_flat(outputs).argmax(1) == _flat(reference).argmax(1)))
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - x.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _neg_kl(outputs: np.ndarray, reference: np.ndarray, _: np.ndarray | None) -> float:
+    log_p, log_q = _log_softmax(_flat(reference)), _log_softmax(_flat(outputs))
+    return -float(np.mean((np.exp(log_p) * (log_p - log_q)).sum(axis=1)))
+
+
+def _sqnr(outputs: np.ndarray, reference: np.ndarray, _: np.ndarray | None) -> float:
+    ref, out = _flat(reference), _flat(outputs)
+    noise = float(((out - ref) ** 2).sum())
+    return float("inf") if noise == 0 else 10.0 * np.log10(float((ref**2).sum()) / noise)
+
+
+def _cosine(outputs: np.ndarray, reference: np.ndarray, _: np.ndarray | None) -> float:
+    ref, out = _flat(reference), _flat(outputs)
+    norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1)
+    return float(np.mean((ref * out).sum(axis=1) / np.maximum(norms, 1e-30)))
+
+
+BUILTIN_METRICS = {
+    "top1": Metric("top1", _top1, needs_labels=True, percent=True),
+    "agreement": Metric("agreement", _agreement, percent=True),
+    "kl": Metric("kl", _neg_kl),
+    "sqnr": Metric("sqnr", _sqnr),
+    "cosine": Metric("cosine", _cosine),
+}
+
+
+def resolve_metric(name: str | None, *, has_labels: bool) -> Metric:
+    """A built-in metric, a ``module:function`` one, or the default (top1 with labels)."""
+    if name is None:
+        return BUILTIN_METRICS["top1" if has_labels else "agreement"]
+    if name in BUILTIN_METRICS:
+        return BUILTIN_METRICS[name]
+    if ":" in name:
+        module_name, _, function_name = name.partition(":")
+        sys.path.insert(0, str(Path.cwd()))
+        try:
+            function = getattr(importlib.import_module(module_name), function_name)
+        except (ImportError, AttributeError) as e:
+            raise DataError(f"cannot load metric {name} ({e}); check module and name") from e
+        finally:
+            sys.path.pop(0)
+        return Metric(name, function)
+    known = ", ".join(BUILTIN_METRICS)
+    raise DataError(f"unknown metric {name!r}; use one of {known} or module:function")
