@@ -18,49 +18,26 @@ import json
 import platform
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import assets
+from common import Bench, bundled_example, mobilenet_v2, random_policies  # noqa: E402
 
-from smpq_onnx.calibration import Calibration, CalibrationSettings, collect_histograms
-from smpq_onnx.dataset import Dataset, InputSpec, load_dataset, split_calibration
-from smpq_onnx.evaluator import Evaluator
-from smpq_onnx.example import example_data_path, example_model_path
-from smpq_onnx.importer import ImportedModel, import_model
-from smpq_onnx.metrics import BUILTIN_METRICS, Metric
-from smpq_onnx.options import Option
-from smpq_onnx.policy import Policy
-from smpq_onnx.profile import load_profile
-from smpq_onnx.runtime import RuntimeConfig, describe_provider
-from smpq_onnx.space import SearchSpace
+import assets  # noqa: E402
+from smpq_onnx.dataset import Dataset  # noqa: E402
+from smpq_onnx.evaluator import Evaluator  # noqa: E402
+from smpq_onnx.metrics import BUILTIN_METRICS  # noqa: E402
+from smpq_onnx.options import Option  # noqa: E402
+from smpq_onnx.profile import load_profile  # noqa: E402
+from smpq_onnx.runtime import RuntimeConfig, describe_provider  # noqa: E402
+from smpq_onnx.space import SearchSpace  # noqa: E402
 
 
-def build_evaluator(model: ImportedModel, calib: Dataset, evaluation: Dataset, metric: Metric,
-                    runtime: RuntimeConfig) -> tuple[Evaluator, float]:
-    start = time.perf_counter()
-    hist = collect_histograms(model, calib.batches(64), [la.activation for la in model.layers],
-                              runtime=runtime)
-    calibration = Calibration(model, hist, CalibrationSettings())
-    evaluator = Evaluator(model, calibration, evaluation, metric, runtime=runtime)
-    return evaluator, time.perf_counter() - start
-
-
-def random_policies(space: SearchSpace, count: int, seed: int) -> list[Policy]:
-    rng = np.random.default_rng(seed)
-    quantized = [o for o in space.options[space.layers[0].name] if not o.is_float]
-    return [Policy({layer.name: quantized[rng.integers(len(quantized))]
-                    for layer in space.layers}) for _ in range(count)]
-
-
-def time_model(name: str, evaluator: Evaluator, space: SearchSpace, count: int,
-               setup_s: float) -> dict:
+def time_model(bench: Bench, space: SearchSpace, count: int) -> dict:
+    name, evaluator, setup_s = bench.name, bench.evaluator, bench.setup_s
     fp32_session = evaluator.runtime.session(evaluator._base_bytes)
     evaluator._run(fp32_session)  # warm up
     fp32_times = []
@@ -109,33 +86,20 @@ def main() -> None:
     flexible = load_profile("flexible")
     results = []
 
-    example = import_model(example_model_path())
-    calib, evaluation = split_calibration(
-        load_dataset(example_data_path(), InputSpec.of_model(example.ir_model)))
-    evaluator, setup = build_evaluator(example, calib, evaluation, BUILTIN_METRICS["top1"],
-                                       runtime)
-    results.append(time_model("fashion_resnet (bundled)", evaluator,
-                              SearchSpace.build(example, flexible), args.policies, setup))
+    example = bundled_example(runtime)
+    results.append(time_model(example, SearchSpace.build(example.model, flexible),
+                              args.policies))
 
-    from mobilenet_v2 import export_mobilenet_v2
-
-    with tempfile.TemporaryDirectory() as tmp:
-        mobilenet = import_model(export_mobilenet_v2(Path(tmp) / "mobilenet_v2.onnx"))
-    images = assets.natural_images(args.mobilenet_eval + args.mobilenet_calib, seed=0)
-    input_name = mobilenet.ir_model.graph.inputs[0].name or "input"
-    natural = Dataset({input_name: images}, None, "natural images")
-    calib = natural.subset(slice(args.mobilenet_eval, None), "natural calib")
-    evaluation = natural.subset(slice(0, args.mobilenet_eval), "natural eval")
-    evaluator, setup = build_evaluator(mobilenet, calib, evaluation,
-                                       BUILTIN_METRICS["agreement"], runtime)
-    space = SearchSpace.build(mobilenet, flexible)
-    record = time_model("mobilenet_v2 (ImageNet weights)", evaluator, space,
-                        max(args.policies // 2, 5), setup)
+    mobile = mobilenet_v2(runtime, n_eval=args.mobilenet_eval, n_calib=args.mobilenet_calib)
+    space = SearchSpace.build(mobile.model, flexible)
+    record = time_model(mobile, space, max(args.policies // 2, 5))
+    evaluator = mobile.evaluator
     w8a8 = space.uniform(Option(8, 8))
     record["w8a8_agreement"] = evaluator.evaluate(w8a8).score
     labeled_x, labeled_y = assets.labeled_imagenet()
+    input_name = mobile.model.ir_model.graph.inputs[0].name or "input"
     labeled = Dataset({input_name: labeled_x}, labeled_y, "20 labeled ImageNet images")
-    sanity = Evaluator(mobilenet, evaluator.calibration, labeled, BUILTIN_METRICS["top1"],
+    sanity = Evaluator(mobile.model, evaluator.calibration, labeled, BUILTIN_METRICS["top1"],
                        runtime=runtime)
     record["labeled20_top1_fp32"] = sanity.fp32_score
     record["labeled20_top1_w8a8"] = sanity.evaluate(w8a8).score

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 import click
+from smpq_onnx.cli.apply_cmd import apply_command
 from smpq_onnx.cli.eval_cmd import eval_command
 from smpq_onnx.cli.hw import hw
 from smpq_onnx.cli.profile_cmd import profile
@@ -51,6 +52,7 @@ def cli(verbose: int) -> None:
 cli.add_command(hw)
 cli.add_command(profile)
 cli.add_command(eval_command)
+cli.add_command(apply_command)
 
 
 def main() -> None:

@@ -27,6 +27,8 @@ from smpq_onnx.layers import QuantizableLayer
 from smpq_onnx.quantizers import (
     ActivationQuantParams,
     activation_params,
+    bias_scales,
+    quantize_bias,
     fake_quant_activation,
     fake_quant_weight,
     weight_qmax,
@@ -49,6 +51,7 @@ class CalibrationSettings:
     percentile: float = 99.99
     bins: int = DEFAULT_BINS
     symmetric_activations: bool = False
+    per_channel_weights: bool = True
 
 
 def collect_histograms(model: ImportedModel, batches: Iterable[Mapping[str, np.ndarray]],
@@ -91,6 +94,8 @@ class Calibration:
         self._activation: dict[tuple[str, int], ActivationQuantParams] = {}
         self._weights: dict[tuple[str, int], np.ndarray] = {}
         self._weight_arrays: dict[str, np.ndarray] = {}
+        self._biases: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray] | None] = {}
+        self._scales: dict[tuple[str, int], np.ndarray] = {}
 
     def activation(self, tensor: str, bits: int) -> ActivationQuantParams:
         key = (tensor, bits)
@@ -117,13 +122,47 @@ class Calibration:
             self._weights[key] = fake_quant_weight(weight, scales, bits, layer.channel_axis)
         return self._weights[key]
 
+    def bias_codes(self, layer: QuantizableLayer, w_bits: int, a_bits: int
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(int32 codes, scales s_x * s_w) of the layer's bias, or None if int32 overflows.
+
+        Small scales (16-bit tensors) can push codes past int32; such a bias stays in float,
+        in the evaluator and in the emitted model alike.
+        """
+        key = (layer.name, w_bits, a_bits)
+        if key not in self._biases:
+            assert layer.bias is not None
+            value = self.model.ir_model.graph.initializers[layer.bias].const_value
+            assert value is not None
+            scales = bias_scales(self.activation(layer.activation, a_bits).scale,
+                                 self.weight_scales(layer, w_bits))
+            codes = quantize_bias(value.numpy(), scales)
+            self._biases[key] = None if codes is None else (codes, scales)
+        return self._biases[key]
+
+    def bias(self, layer: QuantizableLayer, w_bits: int, a_bits: int) -> np.ndarray | None:
+        """The bias as deployed (codes times scales, float32), or None if it stays float."""
+        quantized = self.bias_codes(layer, w_bits, a_bits)
+        if quantized is None:
+            return None
+        codes, scales = quantized
+        return (codes.astype(np.float32) * scales).astype(np.float32)
+
     def weight_scales(self, layer: QuantizableLayer, bits: int) -> np.ndarray:
-        weight = self._weight_array(layer)
-        if self.settings.weight_method == "mse" and bits <= MSE_MAX_BITS:
-            return mse_weight_scales(weight, bits, layer.channel_axis)
-        absmax = np.abs(np.moveaxis(weight, layer.channel_axis, 0)).reshape(
-            weight.shape[layer.channel_axis], -1).max(axis=1)
-        return weight_scales(absmax, bits)
+        key = (layer.name, bits)
+        if key not in self._scales:
+            weight = self._weight_array(layer)
+            channels = weight.shape[layer.channel_axis]
+            # Per-tensor weights: one scale for the whole tensor, repeated per channel.
+            view = weight if self.settings.per_channel_weights else weight.reshape(1, -1)
+            axis = layer.channel_axis if self.settings.per_channel_weights else 0
+            if self.settings.weight_method == "mse" and bits <= MSE_MAX_BITS:
+                scales = mse_weight_scales(view, bits, axis)
+            else:
+                absmax = np.abs(np.moveaxis(view, axis, 0)).reshape(view.shape[axis], -1).max(1)
+                scales = weight_scales(absmax, bits)
+            self._scales[key] = np.broadcast_to(scales, (channels,)).astype(np.float32)
+        return self._scales[key]
 
     def _weight_array(self, layer: QuantizableLayer) -> np.ndarray:
         if layer.weight not in self._weight_arrays:

@@ -15,6 +15,7 @@ from smpq_onnx.calibration import Calibration, CalibrationSettings, RangeMethod,
 from smpq_onnx.cost import CostModel
 from smpq_onnx.dataset import Dataset, InputSpec, load_dataset, split_calibration
 from smpq_onnx.evaluator import DEFAULT_BATCH_SIZE, Evaluator
+from smpq_onnx.errors import DataError
 from smpq_onnx.example import example_data_path, example_model_path
 from smpq_onnx.importer import ImportedModel, import_model
 from smpq_onnx.metrics import Metric, resolve_metric
@@ -56,20 +57,18 @@ def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | 
     if model_path is None:
         model_path = example_model_path()
         data = data if data is not None else example_data_path()
-    if data is None:
-        from smpq_onnx.errors import DataError
-
-        raise DataError("no evaluation data: give --data (a .npz, an image folder or "
-                        "module:function)")
+    if data is None and calib_data is None:
+        raise DataError("no data: give --data (a .npz, an image folder or module:function)")
     profile = load_profile(hw)
     model = import_model(model_path)
     space = SearchSpace.build(model, profile)
     specs = InputSpec.of_model(model.ir_model)
-    dataset = load_dataset(data, specs)
     if calib_data is None:
-        calibration_set, eval_set = split_calibration(dataset)
+        assert data is not None
+        calibration_set, eval_set = split_calibration(load_dataset(data, specs))
     else:
-        calibration_set, eval_set = load_dataset(calib_data, specs), dataset
+        calibration_set = load_dataset(calib_data, specs)
+        eval_set = load_dataset(data, specs) if data is not None else calibration_set
     chosen_metric = resolve_metric(metric, has_labels=eval_set.labels is not None)
     logger.info("evaluating on %d samples of %s, calibrating on %d of %s, with %s",
                 len(eval_set), eval_set.source, len(calibration_set), calibration_set.source,
@@ -84,7 +83,8 @@ def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | 
         runtime=runtime, progress=calibration_progress)
     settings = CalibrationSettings(
         activation_method=activation_range,
-        symmetric_activations=profile.activation_quantization.symmetric)
+        symmetric_activations=profile.activation_quantization.symmetric,
+        per_channel_weights=profile.weight_quantization.granularity == "per_channel")
     calibration = Calibration(model, histograms, settings)
     evaluator = Evaluator(model, calibration, eval_set, chosen_metric, runtime=runtime,
                           batch_size=batch_size)

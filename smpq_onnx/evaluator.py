@@ -25,7 +25,7 @@ from smpq_onnx.fakequant import build_eval_model
 from smpq_onnx.importer import ImportedModel
 from smpq_onnx.layers import QuantizableLayer
 from smpq_onnx.metrics import Metric
-from smpq_onnx.options import FLOAT_BITS
+from smpq_onnx.options import FLOAT_BITS, Option
 from smpq_onnx.policy import Policy
 from smpq_onnx.runtime import RuntimeConfig
 
@@ -53,19 +53,22 @@ class Evaluator:
         self._base = ir.to_proto(model.ir_model)
         self._base_bytes = self._base.SerializeToString()
         self._output = self._base.graph.output[0].name
-        # The base graph without the layers' weights; each policy adds its own versions.
-        weight_names = {layer.weight for layer in model.layers}
+        # The base graph without the layers' weights and biases; each policy adds its own.
         self._distinct_weight_layers = list({layer.weight: layer
                                              for layer in model.layers}.values())
-        self._original_weights = {init.name: numpy_helper.to_array(init)
-                                  for init in self._base.graph.initializer
-                                  if init.name in weight_names}
+        self._biased_layers = [layer for layer in model.layers if model.owns_bias(layer)]
+        replaced = {layer.weight for layer in model.layers} | {
+            layer.bias for layer in self._biased_layers if layer.bias is not None}
+        self._original_constants = {init.name: numpy_helper.to_array(init)
+                                    for init in self._base.graph.initializer
+                                    if init.name in replaced}
         self._skeleton = onnx.ModelProto()
         self._skeleton.CopyFrom(self._base)
-        kept = [init for init in self._base.graph.initializer if init.name not in weight_names]
+        kept = [init for init in self._base.graph.initializer if init.name not in replaced]
         del self._skeleton.graph.initializer[:]
         self._skeleton.graph.initializer.extend(kept)
         self._weights: dict[tuple[str, int], onnx.TensorProto] = {}
+        self._biases: dict[tuple[str, int, int], onnx.TensorProto] = {}
         self._results: dict[Policy, EvalResult] = {}
         self.n_evaluations = 0
         self.reference = self._run(self.runtime.session(self._base_bytes))
@@ -108,12 +111,26 @@ class Evaluator:
                                  self.calibration.activation)
         model.graph.initializer.extend(self._weight_tensor(layer, policy[layer.name].w_bits)
                                        for layer in self._distinct_weight_layers)
+        model.graph.initializer.extend(self._bias_tensor(layer, policy[layer.name])
+                                       for layer in self._biased_layers)
         return model
+
+    def _bias_tensor(self, layer: QuantizableLayer, option: Option) -> onnx.TensorProto:
+        """int32-quantized bias when the layer's input and weight are both quantized."""
+        assert layer.bias is not None
+        quantized = option.w_bits != FLOAT_BITS and option.a_bits != FLOAT_BITS
+        key = (layer.name, option.w_bits, option.a_bits) if quantized else (layer.name, 0, 0)
+        if key not in self._biases:
+            deployed = (self.calibration.bias(layer, option.w_bits, option.a_bits)
+                        if quantized else None)
+            array = self._original_constants[layer.bias] if deployed is None else deployed
+            self._biases[key] = numpy_helper.from_array(array, layer.bias)
+        return self._biases[key]
 
     def _weight_tensor(self, layer: QuantizableLayer, bits: int) -> onnx.TensorProto:
         key = (layer.weight, bits)
         if key not in self._weights:
-            array = (self._original_weights[layer.weight] if bits == FLOAT_BITS
+            array = (self._original_constants[layer.weight] if bits == FLOAT_BITS
                      else self.calibration.weight(layer, bits))
             self._weights[key] = numpy_helper.from_array(array, layer.weight)
         return self._weights[key]

@@ -62,6 +62,13 @@ class ImportedModel:
                 return layer
         raise KeyError(name)
 
+    def owns_bias(self, layer: QuantizableLayer) -> bool:
+        """Whether ``layer`` alone reads its bias (only then is the bias quantized to int32)."""
+        if layer.bias is None:
+            return False
+        value = self.ir_model.graph.initializers.get(layer.bias)
+        return value is not None and len(value.uses()) == 1
+
     @property
     def total_macs(self) -> int:
         return sum(layer.macs for layer in self.layers)

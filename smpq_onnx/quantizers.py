@@ -81,3 +81,32 @@ def fake_quant_weight(weight: np.ndarray, scales: np.ndarray, bits: int,
     s = np.asarray(scales, dtype=np.float32).reshape(shape)
     qmax = np.float32(weight_qmax(bits))
     return (np.clip(np.round(weight / s), -qmax, qmax) * s).astype(np.float32)
+
+
+def quantize_weight(weight: np.ndarray, scales: np.ndarray, bits: int, axis: int) -> np.ndarray:
+    """The integer codes of :func:`fake_quant_weight` (int8 up to 8 bits, else int16)."""
+    weight = np.asarray(weight, dtype=np.float32)
+    shape = [1] * weight.ndim
+    shape[axis] = -1
+    s = np.asarray(scales, dtype=np.float32).reshape(shape)
+    qmax = np.float32(weight_qmax(bits))
+    dtype = np.int8 if bits <= 8 else np.int16
+    return np.clip(np.round(weight / s), -qmax, qmax).astype(dtype)
+
+
+INT32_LIMIT = 2**31 - 1
+
+
+def bias_scales(activation_scale: float, weight_scales: np.ndarray) -> np.ndarray:
+    """Scale of the int32 bias: s_x * s_w per output channel (float32 product)."""
+    return (np.float32(activation_scale) * np.asarray(weight_scales, dtype=np.float32)
+            ).astype(np.float32)
+
+
+def quantize_bias(bias: np.ndarray, scales: np.ndarray) -> np.ndarray | None:
+    """int32 codes of ``bias`` at ``scales``; None when a code would not fit in int32."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.round(np.asarray(bias, dtype=np.float64) / scales.astype(np.float64))
+    if not np.all(np.isfinite(q)) or np.abs(q).max(initial=0) > INT32_LIMIT:
+        return None
+    return q.astype(np.int32)

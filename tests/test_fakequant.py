@@ -94,11 +94,20 @@ def layer_references(x: np.ndarray, inits: dict, evaluator: Evaluator, policy: P
         return ref_weight(inits[name], cal.weight_scales(layers[layer], bits), bits,
                           layers[layer].channel_axis)
 
+    def bias(name: str, layer: str, tensor: str) -> np.ndarray:
+        """int32 codes at scale s_x * s_w when input and weight are both quantized."""
+        option = policy[layer]
+        if 32 in (option.w_bits, option.a_bits):
+            return inits[name].astype(np.float64)
+        s = (np.float32(cal.activation(tensor, option.a_bits).scale)
+             * cal.weight_scales(layers[layer], option.w_bits).astype(np.float32))
+        return (np.round(inits[name] / s) * s).astype(np.float64)
+
     expected = {
         "c1": ref_conv(act("x", x, "conv1"), weight("w1", "conv1"), 1)
-        + inits["b1"][None, :, None, None],
+        + bias("b1", "conv1", "x")[None, :, None, None],
         "c2": ref_conv(act("r1", got["r1"], "conv2"), weight("w2", "conv2"), 0),
-        "y": act("f", got["f"], "fc") @ weight("w3", "fc") + inits["b3"],
+        "y": act("f", got["f"], "fc") @ weight("w3", "fc") + bias("b3", "fc", "f"),
     }
     return {name: (got[name], value) for name, value in expected.items()}
 
