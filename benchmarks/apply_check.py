@@ -21,13 +21,13 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import Bench, bundled_example, mobilenet_v2, random_policies  # noqa: E402
+from common import Bench, bundled_example, mobilenet_v2, random_policies
 
-from smpq_onnx.emit import emit_qdq_model, save_model_atomic  # noqa: E402
-from smpq_onnx.options import Option  # noqa: E402
-from smpq_onnx.profile import load_profile  # noqa: E402
-from smpq_onnx.runtime import RuntimeConfig  # noqa: E402
-from smpq_onnx.space import SearchSpace  # noqa: E402
+from smpq_onnx.emit import emit_qdq_model, save_model_atomic
+from smpq_onnx.options import Option
+from smpq_onnx.profile import load_profile
+from smpq_onnx.runtime import RuntimeConfig
+from smpq_onnx.space import SearchSpace
 
 LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
           "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}

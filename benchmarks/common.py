@@ -12,18 +12,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import assets  # noqa: E402
-from mobilenet_v2 import export_mobilenet_v2  # noqa: E402
+import assets
+from mobilenet_v2 import export_mobilenet_v2
 
-from smpq_onnx.calibration import Calibration, CalibrationSettings, collect_histograms  # noqa: E402
-from smpq_onnx.dataset import Dataset, InputSpec, load_dataset, split_calibration  # noqa: E402
-from smpq_onnx.evaluator import Evaluator  # noqa: E402
-from smpq_onnx.example import example_data_path, example_model_path  # noqa: E402
-from smpq_onnx.importer import ImportedModel, import_model  # noqa: E402
-from smpq_onnx.metrics import BUILTIN_METRICS, Metric  # noqa: E402
-from smpq_onnx.policy import Policy  # noqa: E402
-from smpq_onnx.runtime import RuntimeConfig  # noqa: E402
-from smpq_onnx.space import SearchSpace  # noqa: E402
+from smpq_onnx.calibration import Calibration, CalibrationSettings, collect_histograms
+from smpq_onnx.dataset import Dataset, InputSpec, load_dataset, split_calibration
+from smpq_onnx.evaluator import Evaluator
+from smpq_onnx.example import example_data_path, example_model_path
+from smpq_onnx.importer import ImportedModel, import_model
+from smpq_onnx.metrics import BUILTIN_METRICS, Metric
+from smpq_onnx.policy import Policy
+from smpq_onnx.runtime import RuntimeConfig
+from smpq_onnx.space import SearchSpace
 
 
 @dataclass

@@ -18,22 +18,23 @@ import json
 import platform
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import Bench, bundled_example, mobilenet_v2, random_policies  # noqa: E402
+import assets
+from common import Bench, bundled_example, mobilenet_v2, random_policies
 
-import assets  # noqa: E402
-from smpq_onnx.dataset import Dataset  # noqa: E402
-from smpq_onnx.evaluator import Evaluator  # noqa: E402
-from smpq_onnx.metrics import BUILTIN_METRICS  # noqa: E402
-from smpq_onnx.options import Option  # noqa: E402
-from smpq_onnx.profile import load_profile  # noqa: E402
-from smpq_onnx.runtime import RuntimeConfig, describe_provider  # noqa: E402
-from smpq_onnx.space import SearchSpace  # noqa: E402
+from smpq_onnx.dataset import Dataset
+from smpq_onnx.evaluator import Evaluator
+from smpq_onnx.metrics import BUILTIN_METRICS
+from smpq_onnx.options import Option
+from smpq_onnx.profile import load_profile
+from smpq_onnx.runtime import RuntimeConfig, describe_provider
+from smpq_onnx.space import SearchSpace
 
 
 def time_model(bench: Bench, space: SearchSpace, count: int) -> dict:

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 import numpy as np
-
 from smpq_onnx.cli.options import policy_options, resolve_policy, runtime_config, runtime_options
 from smpq_onnx.cli.progress import TerminalProgress
+
 from smpq_onnx.context import build_context
 from smpq_onnx.emit import emit_qdq_model, encodings, save_model_atomic, write_json_atomic
 from smpq_onnx.errors import DataError

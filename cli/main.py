@@ -12,6 +12,7 @@ from smpq_onnx.cli.apply_cmd import apply_command
 from smpq_onnx.cli.eval_cmd import eval_command
 from smpq_onnx.cli.hw import hw
 from smpq_onnx.cli.profile_cmd import profile
+from smpq_onnx.cli.search_cmd import search_command
 
 from smpq_onnx import __version__
 from smpq_onnx.errors import SmpqError
@@ -53,6 +54,7 @@ cli.add_command(hw)
 cli.add_command(profile)
 cli.add_command(eval_command)
 cli.add_command(apply_command)
+cli.add_command(search_command)
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ META_POLICY = "smpq.policy"
 META_PROFILE = "smpq.profile"
 META_VERSION = "smpq.version"
 
-_ACT_TYPES = {
+_ACT_TYPES: dict[tuple[int, bool], tuple[type[np.integer], ir.DataType]] = {
     (8, False): (np.uint8, ir.DataType.UINT8), (8, True): (np.int8, ir.DataType.INT8),
     (16, False): (np.uint16, ir.DataType.UINT16), (16, True): (np.int16, ir.DataType.INT16),
 }
@@ -132,8 +132,8 @@ class QdqEmissionPass(ir.passes.InPlacePass):
                            outputs=[ir.Value(name=f"{prefix}_quantized")])
         chain = [quantize]
         codes = quantize.outputs[0]
-        info = np.iinfo(np_type)
-        if (params.qmin, params.qmax) != (info.min, info.max):
+        container = (int(np.iinfo(np_type).min), int(np.iinfo(np_type).max))
+        if (params.qmin, params.qmax) != container:
             low = _constant(graph, f"{prefix}_qmin", np.array(params.qmin, np_type), ir_type)
             high = _constant(graph, f"{prefix}_qmax", np.array(params.qmax, np_type), ir_type)
             clip = ir.node("Clip", [codes, low, high], name=f"{prefix}_clip",

@@ -28,9 +28,9 @@ from smpq_onnx.quantizers import (
     ActivationQuantParams,
     activation_params,
     bias_scales,
-    quantize_bias,
     fake_quant_activation,
     fake_quant_weight,
+    quantize_bias,
     weight_qmax,
     weight_scales,
 )

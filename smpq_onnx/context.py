@@ -14,8 +14,8 @@ from pathlib import Path
 from smpq_onnx.calibration import Calibration, CalibrationSettings, RangeMethod, collect_histograms
 from smpq_onnx.cost import CostModel
 from smpq_onnx.dataset import Dataset, InputSpec, load_dataset, split_calibration
-from smpq_onnx.evaluator import DEFAULT_BATCH_SIZE, Evaluator
 from smpq_onnx.errors import DataError
+from smpq_onnx.evaluator import DEFAULT_BATCH_SIZE, Evaluator
 from smpq_onnx.example import example_data_path, example_model_path
 from smpq_onnx.importer import ImportedModel, import_model
 from smpq_onnx.metrics import Metric, resolve_metric

@@ -21,6 +21,7 @@ from onnx import numpy_helper
 
 from smpq_onnx.calibration import Calibration
 from smpq_onnx.dataset import Dataset, InputSpec
+from smpq_onnx.evalstore import EvaluationStore
 from smpq_onnx.fakequant import build_eval_model
 from smpq_onnx.importer import ImportedModel
 from smpq_onnx.layers import QuantizableLayer
@@ -71,6 +72,8 @@ class Evaluator:
         self._biases: dict[tuple[str, int, int], onnx.TensorProto] = {}
         self._results: dict[Policy, EvalResult] = {}
         self.n_evaluations = 0
+        self.n_resumed = 0
+        self.store: EvaluationStore | None = None
         self.reference = self._run(self.runtime.session(self._base_bytes))
         self.fp32_score = metric(self.reference, self.reference, data.labels)
 
@@ -79,13 +82,26 @@ class Evaluator:
         known = self._results.get(policy)
         if known is not None:
             return EvalResult(known.score, known.n_samples, 0.0, cached=True)
+        stored = self.store.get(policy) if self.store is not None else None
+        if stored is not None:
+            self.n_resumed += 1
+            result = EvalResult(stored, len(self.data), 0.0, cached=True)
+            self._results[policy] = result
+            return result
         start = time.perf_counter()
         outputs = self.outputs(policy)
         score = self.metric(outputs, self.reference, self.data.labels)
         result = EvalResult(score, len(self.data), time.perf_counter() - start)
         self._results[policy] = result
         self.n_evaluations += 1
+        if self.store is not None:
+            self.store.put(policy, score)
         return result
+
+    @property
+    def history(self) -> dict[Policy, EvalResult]:
+        """Every policy evaluated so far (resumed ones included)."""
+        return dict(self._results)
 
     def evaluate_many(self, policies: Iterable[Policy],
                       progress: Callable[[int], None] | None = None) -> list[EvalResult]:

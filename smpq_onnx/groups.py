@@ -75,10 +75,10 @@ def find_quantizer_groups(layers: tuple[QuantizableLayer, ...], flow: Dataflow, 
     for layer in layers:
         grouped.setdefault(members.find(layer.name), []).append(layer)
     groups = []
-    for index, group_layers in enumerate(grouped.values()):
+    for group_layers in grouped.values():
         names = tuple(layer.name for layer in group_layers)
         groups.append(QuantizerGroup(
-            name=names[0] if len(names) == 1 else f"group{index}",
+            name=names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1})",
             layers=names,
             shares_weight=any(layer.weight in shared_weights for layer in group_layers),
         ))

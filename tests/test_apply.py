@@ -10,9 +10,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
+from smpq_onnx.cli.main import cli
 from test_fakequant import make_evaluator
 
-from smpq_onnx.cli.main import cli
 from smpq_onnx.emit import emit_qdq_model, encodings
 from smpq_onnx.options import FP32, Option
 from smpq_onnx.policy import Policy

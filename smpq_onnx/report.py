@@ -1,0 +1,96 @@
+"""The search report: one JSON object (report.json, --json) and its markdown summary."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from smpq_onnx import __version__
+from smpq_onnx.budget import Budget
+from smpq_onnx.cost import CostModel
+from smpq_onnx.search import SearchResult, SearchSettings
+
+
+def build_report(result: SearchResult, *, model: str, profile: str, metric: str,
+                 budget: Budget, costs: CostModel, settings: SearchSettings,
+                 evaluations: int, resumed: int, history: list[dict[str, Any]],
+                 phases: dict[str, float], n_eval: int, provider: str) -> dict[str, Any]:
+    game = result.game
+    contributions = []
+    for i, player in enumerate(game.players):
+        contributions.append({"unit": game.unit_names[player.unit], "side": player.side,
+                              "w_bits": player.w_bits, "a_bits": player.a_bits,
+                              "phi": float(result.phi[i]), "stderr": float(result.stderr[i]),
+                              "alpha": float(result.alpha[i])})
+    layers = []
+    for layer in costs.model.layers:
+        option = result.policy[layer.name]
+        layers.append({"name": layer.name, "op_type": layer.op_type, "w_bits": option.w_bits,
+                       "a_bits": option.a_bits, "macs": layer.macs,
+                       "bops": costs.layer_bops(layer.name, option),
+                       "weight_bytes": costs.layer_weight_bytes(layer.name, option)})
+    return {
+        "model": model, "profile": profile, "metric": metric, "eval_samples": n_eval,
+        "fp32": result.fp32_score, "final": result.score,
+        "policy": result.policy.to_json_dict(),
+        "costs": result.costs.to_json_dict(),
+        "budget": [{"resource": line.resource, "used": line.used, "limit": line.limit,
+                    "fits": line.fits} for line in budget.check(result.costs)],
+        "w8a8_bops": costs.model.total_macs * 64,
+        "layers": layers,
+        "contributions": contributions,
+        "candidates": [{"policy": p.to_json_dict(), "score": s, "bops": costs.cost(p).bops}
+                       for p, s in result.candidates],
+        "evaluations": evaluations, "resumed_evaluations": resumed,
+        "evaluated_policies": history,
+        "phases_s": phases,
+        "settings": {"method": "shapley", **settings.__dict__},
+        "seed": settings.seed,
+        "versions": {"smpq_onnx": __version__, "onnx": onnx.__version__,
+                     "onnxruntime": ort.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+        "provider": provider,
+    }
+
+
+def markdown(report: dict[str, Any], *, percent: bool) -> str:
+    scale, unit = (100.0, " %") if percent else (1.0, "")
+    lines = [
+        f"# smpq-onnx search: {report['model']}",
+        "",
+        f"Profile `{report['profile']}`, metric `{report['metric']}` on "
+        f"{report['eval_samples']} samples, seed {report['seed']}.",
+        "",
+        "| | value |", "|---|---|",
+        f"| FP32 | {report['fp32'] * scale:.4f}{unit} |",
+        f"| chosen policy | {report['final'] * scale:.4f}{unit} |",
+        f"| real evaluations | {report['evaluations']} (+{report['resumed_evaluations']} "
+        "resumed) |",
+        f"| wall time | {sum(report['phases_s'].values()):.1f} s |",
+        "",
+        "## Budgets", "", "| resource | used | limit | fits |", "|---|---|---|---|",
+    ]
+    lines += [f"| {b['resource']} | {b['used']:.6g} | {b['limit']:.6g} | "
+              f"{'yes' if b['fits'] else 'NO'} |" for b in report["budget"]]
+    lines += ["", "## Policy", "", "| layer | op | W | A | MACs | BOPs | weight bytes |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {la['name']} | {la['op_type']} | {la['w_bits']} | {la['a_bits']} | "
+              f"{la['macs']} | {la['bops']} | {la['weight_bytes']} |" for la in report["layers"]]
+    lines += ["", "## Candidates evaluated at selection", "", "| # | score | BOPs |",
+              "|---|---|---|"]
+    lines += [f"| {i + 1} | {c['score'] * scale:.4f}{unit} | {c['bops']} |"
+              for i, c in enumerate(report["candidates"])]
+    lines += ["", "## Time per phase", "", "| phase | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in report["phases_s"].items()]
+    lines += ["", "## Contributions (Shapley value ± standard error)", "",
+              "| unit | player | phi | stderr |", "|---|---|---|---|"]
+    for c in report["contributions"]:
+        player = {"w": f"W{c['w_bits']}", "a": f"A{c['a_bits']}",
+                  "wa": f"W{c['w_bits']}A{c['a_bits']}"}[c["side"]]
+        lines.append(f"| {c['unit']} | {player} | {c['phi']:.5f} | {c['stderr']:.5f} |")
+    lines += ["", "Plots: `contributions.png`, `bits_per_layer.png`, `metric_vs_bops.png`.", ""]
+    return "\n".join(lines)
