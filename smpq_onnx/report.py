@@ -43,7 +43,8 @@ def build_report(result: SearchResult, *, model: str, profile: str, metric: str,
         "w8a8_bops": costs.model.total_macs * 64,
         "layers": layers,
         "contributions": contributions,
-        "candidates": [{"policy": p.to_json_dict(), "score": s, "bops": costs.cost(p).bops}
+        "candidates": [{"policy": p.to_json_dict(), "score": s, "bops": costs.cost(p).bops,
+                        "uniform": len(set(p.values())) == 1}
                        for p, s in result.candidates],
         "evaluations": evaluations, "resumed_evaluations": resumed,
         "evaluated_policies": history,
@@ -80,9 +81,10 @@ def markdown(report: dict[str, Any], *, percent: bool) -> str:
               "|---|---|---|---|---|---|---|"]
     lines += [f"| {la['name']} | {la['op_type']} | {la['w_bits']} | {la['a_bits']} | "
               f"{la['macs']} | {la['bops']} | {la['weight_bytes']} |" for la in report["layers"]]
-    lines += ["", "## Candidates evaluated at selection", "", "| # | score | BOPs |",
-              "|---|---|---|"]
-    lines += [f"| {i + 1} | {c['score'] * scale:.4f}{unit} | {c['bops']} |"
+    lines += ["", "## Candidates evaluated at selection", "", "| # | source | score | BOPs |",
+              "|---|---|---|---|"]
+    lines += [f"| {i + 1} | {'uniform guard' if c['uniform'] else 'knapsack'} | "
+              f"{c['score'] * scale:.4f}{unit} | {c['bops']} |"
               for i, c in enumerate(report["candidates"])]
     lines += ["", "## Time per phase", "", "| phase | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in report["phases_s"].items()]

@@ -5,9 +5,10 @@
    q_k = beta q_{k-1} + (1 - beta) psi / |psi|,  alpha_k = alpha_{k-1} + xi q_k / |q_k|.
 2. Utilities u[unit, option] = sum of the option's players' Shapley values (pooled over rounds).
 3. ``knapsack`` selection (default): the multiple-choice knapsack ILP of
-   :mod:`smpq_onnx.selection` over every budget, its best few solutions evaluated for real,
-   the best kept. ``paper`` selection: per unit, the option of largest alpha (the paper's
-   final step, which ignores budgets; reported with its costs).
+   :mod:`smpq_onnx.selection` over every budget; its best few solutions, plus the most precise
+   uniform policy that fits (a guard), are evaluated for real and the best is kept.
+   ``paper`` selection: per unit, the option of largest alpha (the paper's final step, which
+   ignores budgets; reported with its costs).
 """
 
 from __future__ import annotations
@@ -194,12 +195,26 @@ def select(game: QuantizationGame, costs: CostModel, budget: Budget, phi: np.nda
         choices = best_k(problem, candidates)
     except Infeasible as e:
         raise infeasible_error(game, costs, budget) from e
-    scored = []
-    for choice in choices:
-        policy = policy_of(game, choice)
-        scored.append((policy, evaluator.evaluate(policy).score))
+    policies = [policy_of(game, choice) for choice in choices]
+    uniform = best_uniform_policy(game, costs, budget)
+    if uniform is not None and uniform not in policies:
+        policies.append(uniform)  # a guard: never worse than the best uniform that fits
+    scored = [(policy, evaluator.evaluate(policy).score) for policy in policies]
     best_policy, best_score = max(scored, key=lambda item: (item[1], -costs.cost(item[0]).bops))
     return best_policy, best_score, scored
+
+
+def best_uniform_policy(game: QuantizationGame, costs: CostModel,
+                        budget: Budget) -> Policy | None:
+    """The most precise option shared by every unit whose uniform policy meets the budget."""
+    shared = set(game.units[0].options)
+    for unit in game.units[1:]:
+        shared &= set(unit.options)
+    for option in sorted(shared, key=lambda o: (o.w_bits * o.a_bits, o.a_bits), reverse=True):
+        policy = policy_of(game, [unit.options.index(option) for unit in game.units])
+        if all(line.fits for line in budget.check(costs.cost(policy))):
+            return policy
+    return None
 
 
 def paper_selection(game: QuantizationGame, alpha: np.ndarray) -> Policy:
