@@ -23,7 +23,14 @@ from smpq_onnx.plots import bits_per_layer, contribution_heatmap, metric_vs_bops
 from smpq_onnx.policy import Policy, write_policy, write_text_atomic
 from smpq_onnx.report import build_report, markdown
 from smpq_onnx.runtime import describe_provider
-from smpq_onnx.search import SearchResult, SearchSettings, select, shapley_search
+from smpq_onnx.search import (
+    DEFAULT_MAX_EVALS,
+    SearchResult,
+    SearchSettings,
+    select,
+    shapley_search,
+    sized_settings,
+)
 from smpq_onnx.shapley import ESTIMATORS
 
 DEFAULT_HW = "flexible"
@@ -44,10 +51,12 @@ class AccuracyTargetMissed(SmpqError):
 @click.option("--method", type=click.Choice(["shapley"]), default="shapley", show_default=True)
 @click.option("--estimator", type=click.Choice(list(ESTIMATORS)), default="antithetic",
               show_default=True, help="Shapley estimator.")
-@click.option("--samples", type=int, default=SearchSettings.samples, show_default=True,
-              help="M: permutations (pairs, Owen levels) per round.")
-@click.option("--rounds", type=int, default=SearchSettings.rounds, show_default=True,
-              help="K: rounds between alpha updates.")
+@click.option("--samples", type=int, help="M: permutations (pairs, Owen levels) per round "
+              "(default: up to 10, sized to --max-evals).")
+@click.option("--rounds", type=int, help="K: rounds between alpha updates (default: up to 2, "
+              "sized to --max-evals).")
+@click.option("--max-evals", type=int, default=DEFAULT_MAX_EVALS, show_default=True,
+              help="Evaluation budget that sizes the default --samples/--rounds.")
 @click.option("--selection", type=click.Choice(["knapsack", "paper"]), default="knapsack",
               show_default=True, help="knapsack: ILP over every budget; paper: argmax alpha.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -63,18 +72,16 @@ class AccuracyTargetMissed(SmpqError):
 @runtime_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report JSON to stdout.")
 def search_command(model: Path | None, hw_name: str, data: str | None, calib_data: str | None,
-                   metric: str | None, method: str, estimator: str, samples: int, rounds: int,
-                   selection: str, seed: int, budget_bops: int | None,
-                   budget_bops_ratio: float | None, budget_flash: int | None,
-                   budget_sram: int | None, budget_latency_ms: float | None,
-                   max_drop: float | None, out_dir: Path, provider: str, threads: int,
-                   as_json: bool) -> None:
+                   metric: str | None, method: str, estimator: str, samples: int | None,
+                   rounds: int | None, max_evals: int, selection: str, seed: int,
+                   budget_bops: int | None, budget_bops_ratio: float | None,
+                   budget_flash: int | None, budget_sram: int | None,
+                   budget_latency_ms: float | None, max_drop: float | None, out_dir: Path,
+                   provider: str, threads: int, as_json: bool) -> None:
     """Search per-layer bit-widths of MODEL (default: the bundled example) for a device."""
     del method
     started = time.perf_counter()
     runtime = runtime_config(provider, threads)
-    settings = SearchSettings(estimator=estimator, samples=samples, rounds=rounds,
-                              selection=selection, seed=seed)
     with TerminalProgress(enabled=not as_json) as progress:
         context = build_context(model, hw=hw_name, data=data, calib_data=calib_data,
                                 metric=metric, runtime=runtime, progress=progress)
@@ -84,6 +91,9 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
         store = EvaluationStore(out_dir / ".cache" / f"evaluations-{_fingerprint(context)}.jsonl")
         context.evaluator.store = store
         game = QuantizationGame(context.space)
+        settings = sized_settings(game, SearchSettings(estimator=estimator, selection=selection,
+                                                       seed=seed),
+                                  max_evals=max_evals, samples=samples, rounds=rounds)
         try:
             result = shapley_search(game, context.evaluator, context.costs, budget, settings,
                                     progress)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -33,12 +34,17 @@ from smpq_onnx.shapley import ShapleyEstimate, estimate
 Progress = Callable[[str, int, int], None]
 
 
+DEFAULT_MAX_EVALS = 1500
+PAPER_SAMPLES = 10  # Table 1: M = 10
+PAPER_ROUNDS = 2
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     estimator: str = "antithetic"
-    samples: int = 10
+    samples: int = PAPER_SAMPLES
     """M: permutations (or antithetic pairs, or Owen levels) per round (Table 1: 10)."""
-    rounds: int = 2
+    rounds: int = PAPER_ROUNDS
     """K: rounds of sampling between alpha updates."""
     xi: float = 0.1
     beta: float = 0.8
@@ -61,6 +67,36 @@ class SearchResult:
     alpha: np.ndarray
     candidates: list[tuple[Policy, float]]
     phases: dict[str, float] = field(default_factory=dict)
+
+
+def expected_sample_cost(game: QuantizationGame, estimator: str) -> float:
+    """Expected real evaluations of one sample, before cache hits.
+
+    Along a permutation a unit's realized bits on one side change each time a player of more
+    bits arrives (alpha ties go to more bits): H(n) times on average for n players.
+    """
+    sides: dict[tuple[int, str], int] = {}
+    for player in game.players:
+        sides[(player.unit, player.side)] = sides.get((player.unit, player.side), 0) + 1
+    walk = sum(sum(1.0 / k for k in range(1, n + 1)) for n in sides.values())
+    if estimator == "owen":
+        return 2.0 * (len(game.players) + 1)
+    return 2 * walk if estimator == "antithetic" else walk
+
+
+def sized_settings(game: QuantizationGame, settings: SearchSettings, *,
+                   max_evals: int = DEFAULT_MAX_EVALS, samples: int | None = None,
+                   rounds: int | None = None) -> SearchSettings:
+    """Fill in M and K (when not given) so the search stays within about ``max_evals``.
+
+    At most the paper's M = 10 and K = 2; at least 2 samples in 1 round.
+    """
+    cost = expected_sample_cost(game, settings.estimator)
+    if rounds is None:
+        rounds = PAPER_ROUNDS if max_evals >= PAPER_ROUNDS * 2 * cost else 1
+    if samples is None:
+        samples = int(min(PAPER_SAMPLES, max(2, max_evals // (rounds * cost))))
+    return dataclasses.replace(settings, samples=samples, rounds=rounds)
 
 
 def estimate_contributions(game: QuantizationGame, evaluator: Evaluator,
