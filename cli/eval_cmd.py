@@ -28,9 +28,10 @@ DEFAULT_HW = "flexible"
 @click.option("--hw", "hw_name", default=DEFAULT_HW, show_default=True,
               help="Device profile (legal bit-widths, activation symmetry).")
 @policy_options
-@click.option("--calibration", "activation_range", default="mse", show_default=True,
-              type=click.Choice(["mse", "minmax", "percentile"]),
-              help="Activation range per (tensor, bits).")
+@click.option("--calibration", "activation_range", default="auto", show_default=True,
+              type=click.Choice(["auto", "mse", "minmax", "percentile"]),
+              help="Activation range per (tensor, bits); auto: MSE below 8 bits, else "
+              "99.99th percentile.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @runtime_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

@@ -2,10 +2,11 @@
 
 One pass over the calibration batches runs the FP32 model with every quantized activation
 tensor requested as an extra output and folds each into a :class:`StreamingHistogram` (bounded
-memory). Ranges are derived lazily and cached per (tensor, bits): ``minmax``, ``percentile`` or
+memory). Ranges are derived lazily and cached per (tensor, bits): ``minmax``, ``percentile``,
 ``mse`` (the clipping range minimizing the histogram's quantization MSE at that bit-width, as
-the best clip depends on the bits). Weights get per-(layer, bits, channel) clipping the same
-way, computed on the weights themselves; fake-quantized weights are cached per (layer, bits).
+the best clip depends on the bits) or ``auto`` (MSE below 8 bits, percentile from 8). Weights
+get per-(layer, bits, channel) clipping the same way, computed on the weights themselves;
+fake-quantized weights are cached per (layer, bits).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from smpq_onnx.runtime import RuntimeConfig
 
 logger = logging.getLogger(__name__)
 
-RangeMethod = Literal["minmax", "percentile", "mse"]
+RangeMethod = Literal["auto", "minmax", "percentile", "mse"]
 MSE_GRID = 100
 WEIGHT_MSE_GRID = 40
 MSE_MAX_BITS = 8  # above this the grid is finer than the histogram: min/max is as good
@@ -46,7 +47,10 @@ MSE_MAX_BITS = 8  # above this the grid is finer than the histogram: min/max is 
 
 @dataclass(frozen=True)
 class CalibrationSettings:
-    activation_method: RangeMethod = "mse"
+    activation_method: RangeMethod = "auto"
+    """``auto``: MSE-optimal clipping below 8 bits, the 99.99th percentile at 8 bits and more
+    (measured on MobileNetV2, W8A8 logit SQNR: percentile 17.1 dB, MSE 15.2 dB, min/max
+    13.8 dB; at W6A6 MSE and percentile tie at 4.7 dB, min/max 2.9 dB)."""
     weight_method: Literal["minmax", "mse"] = "mse"
     percentile: float = 99.99
     bins: int = DEFAULT_BINS
@@ -107,6 +111,8 @@ class Calibration:
 
     def _activation_range(self, hist: StreamingHistogram, bits: int) -> tuple[float, float]:
         method = self.settings.activation_method
+        if method == "auto":
+            method = "mse" if bits < 8 else "percentile"
         if method == "percentile":
             return hist.percentile_range(self.settings.percentile)
         if method == "mse" and bits <= MSE_MAX_BITS and hist.total > 0:

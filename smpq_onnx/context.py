@@ -46,7 +46,7 @@ class QuantizationContext:
 def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | None,
                   calib_data: str | Path | None = None, metric: str | None = None,
                   runtime: RuntimeConfig | None = None,
-                  activation_range: RangeMethod = "mse",
+                  activation_range: RangeMethod = "auto",
                   batch_size: int = DEFAULT_BATCH_SIZE,
                   progress: Progress | None = None) -> QuantizationContext:
     """Import, load data, calibrate and set up the evaluator.
