@@ -31,6 +31,9 @@ class _ErrorReportingGroup(click.Group):
             sys.exit(e.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except BrokenPipeError:  # stdout closed early (e.g. piped into head): not an error
+            sys.stderr.close()
+            sys.exit(0)
         except Exception as e:
             if os.environ.get("SMPQ_DEBUG"):
                 raise

@@ -13,6 +13,13 @@ import onnx_ir as ir
 from smpq_onnx.cli.options import runtime_config, runtime_options
 from smpq_onnx.cli.progress import TerminalProgress
 
+from smpq_onnx.baselines import (
+    METHODS,
+    amp_search,
+    context_search,
+    random_search,
+    uniform_search,
+)
 from smpq_onnx.budget import Budget
 from smpq_onnx.context import QuantizationContext, build_context
 from smpq_onnx.emit import emit_qdq_model, encodings, save_model_atomic, write_json_atomic
@@ -48,7 +55,8 @@ class AccuracyTargetMissed(SmpqError):
 @click.option("--data", help="Evaluation data (default with no MODEL: the bundled example's).")
 @click.option("--calib-data", help="Calibration data (default: the last quarter of --data).")
 @click.option("--metric", help="top1, agreement, kl, sqnr, cosine or module:function.")
-@click.option("--method", type=click.Choice(["shapley"]), default="shapley", show_default=True)
+@click.option("--method", type=click.Choice(list(METHODS)), default="shapley", show_default=True,
+              help="shapley (SMPQ) or a baseline: uniform, random, context, amp.")
 @click.option("--estimator", type=click.Choice(list(ESTIMATORS)), default="antithetic",
               show_default=True, help="Shapley estimator.")
 @click.option("--samples", type=int, help="M: permutations (pairs, Owen levels) per round "
@@ -79,7 +87,8 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
                    budget_latency_ms: float | None, max_drop: float | None, out_dir: Path,
                    provider: str, threads: int, as_json: bool) -> None:
     """Search per-layer bit-widths of MODEL (default: the bundled example) for a device."""
-    del method
+    if max_drop is not None and method != "shapley":
+        raise click.UsageError("--max-drop works with --method shapley")
     started = time.perf_counter()
     runtime = runtime_config(provider, threads)
     with TerminalProgress(enabled=not as_json) as progress:
@@ -95,21 +104,36 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
                                                        seed=seed),
                                   max_evals=max_evals, samples=samples, rounds=rounds)
         try:
-            result = shapley_search(game, context.evaluator, context.costs, budget, settings,
-                                    progress)
+            result = _run_method(method, game, context, budget, settings, max_evals, progress)
             missed = None
             if max_drop is not None:
                 result, missed = _cheapest_within(result, context, budget, max_drop, settings)
         finally:
             store.close()
     result.phases = {"setup_s": setup_s, **result.phases}
-    report = _write_outputs(result, context, budget, settings, out_dir)
+    report = _write_outputs(result, context, budget, settings, out_dir, method=method)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         _summary(report, out_dir, percent=context.metric.percent)
     if missed is not None:
         raise missed
+
+
+def _run_method(method: str, game: QuantizationGame, context: QuantizationContext,
+                budget: Budget, settings: SearchSettings, max_evals: int,
+                progress: TerminalProgress) -> SearchResult:
+    evaluator, costs = context.evaluator, context.costs
+    if method == "uniform":
+        return uniform_search(game, evaluator, costs, budget)
+    if method == "random":
+        return random_search(game, evaluator, costs, budget, evaluations=max_evals,
+                             seed=settings.seed)
+    if method == "context":
+        return context_search(game, evaluator, costs, budget, candidates=settings.candidates)
+    if method == "amp":
+        return amp_search(game, evaluator, costs, budget)
+    return shapley_search(game, evaluator, costs, budget, settings, progress)
 
 
 def _budget(context: QuantizationContext, *, bops: int | None, bops_ratio: float | None,
@@ -146,6 +170,8 @@ def _cheapest_within(result: SearchResult, context: QuantizationContext, budget:
     scale = 100.0 if context.metric.percent else 1.0
     target = result.fp32_score - max_drop / scale
     costs, evaluator, game = context.costs, context.evaluator, result.game
+    assert result.phi is not None, "--max-drop needs Shapley values"
+    phi = result.phi
     best_ok = result if result.score >= target else None
     low = float(costs.cost(_cheapest(game)).bops)
     high = float(result.costs.bops)
@@ -155,7 +181,7 @@ def _cheapest_within(result: SearchResult, context: QuantizationContext, budget:
         middle = (low + high) / 2
         trial_budget = dataclasses.replace(budget, bops=int(middle))
         try:
-            policy, score, scored = select(game, costs, trial_budget, result.phi, evaluator,
+            policy, score, scored = select(game, costs, trial_budget, phi, evaluator,
                                            candidates=1)
         except SmpqError:
             low = middle
@@ -181,7 +207,7 @@ def _cheapest(game: QuantizationGame) -> Policy:
 
 
 def _write_outputs(result: SearchResult, context: QuantizationContext, budget: Budget,
-                   settings: SearchSettings, out_dir: Path) -> dict[str, Any]:
+                   settings: SearchSettings, out_dir: Path, *, method: str) -> dict[str, Any]:
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     emitted = emit_qdq_model(context.model, result.policy, context.calibration,
@@ -195,14 +221,15 @@ def _write_outputs(result: SearchResult, context: QuantizationContext, budget: B
                for p, r in context.evaluator.history.items()]
     result.phases["emit_s"] = time.perf_counter() - start
     report = build_report(
-        result, model=context.model.source, profile=context.profile.name,
+        result, method=method, model=context.model.source, profile=context.profile.name,
         metric=context.metric.name, budget=budget, costs=context.costs, settings=settings,
         evaluations=context.evaluator.n_evaluations, resumed=context.evaluator.n_resumed,
         history=history, phases=result.phases, n_eval=len(context.eval_data),
         provider=describe_provider(context.runtime))
     write_json_atomic(report, out_dir / "report.json")
     write_text_atomic(out_dir / "report.md", markdown(report, percent=context.metric.percent))
-    contribution_heatmap(report, out_dir / "contributions.png")
+    if report["contributions"]:
+        contribution_heatmap(report, out_dir / "contributions.png")
     bits_per_layer(report, out_dir / "bits_per_layer.png")
     metric_vs_bops(report, out_dir / "metric_vs_bops.png")
     return report

@@ -2,7 +2,8 @@
 
 Each metric maps (outputs, fp32 outputs, labels) to one float, larger is better:
 ``top1`` (needs labels), ``agreement`` (top-1 agreement with FP32), ``kl`` (minus the mean
-KL(FP32 || quantized) of the softmax outputs), ``sqnr`` (dB), ``cosine`` (mean per sample);
+KL(FP32 || quantized) of the softmax outputs), ``sqnr`` (dB, at most 120), ``cosine`` (mean
+per sample);
 ``module:function`` loads a user metric with the same signature.
 """
 
@@ -60,10 +61,15 @@ def _neg_kl(outputs: np.ndarray, reference: np.ndarray, _: np.ndarray | None) ->
     return -float(np.mean((np.exp(log_p) * (log_p - log_q)).sum(axis=1)))
 
 
+SQNR_CAP_DB = 120.0  # identical outputs score this instead of infinity (games need finite values)
+
+
 def _sqnr(outputs: np.ndarray, reference: np.ndarray, _: np.ndarray | None) -> float:
     ref, out = _flat(reference), _flat(outputs)
+    signal = float((ref**2).sum())
     noise = float(((out - ref) ** 2).sum())
-    return float("inf") if noise == 0 else 10.0 * np.log10(float((ref**2).sum()) / noise)
+    floor = signal * 10 ** (-SQNR_CAP_DB / 10)
+    return 10.0 * float(np.log10(max(signal, 1e-30) / max(noise, floor, 1e-30)))
 
 
 def _cosine(outputs: np.ndarray, reference: np.ndarray, _: np.ndarray | None) -> float:

@@ -15,17 +15,18 @@ from smpq_onnx.cost import CostModel
 from smpq_onnx.search import SearchResult, SearchSettings
 
 
-def build_report(result: SearchResult, *, model: str, profile: str, metric: str,
+def build_report(result: SearchResult, *, method: str, model: str, profile: str, metric: str,
                  budget: Budget, costs: CostModel, settings: SearchSettings,
                  evaluations: int, resumed: int, history: list[dict[str, Any]],
                  phases: dict[str, float], n_eval: int, provider: str) -> dict[str, Any]:
     game = result.game
     contributions = []
-    for i, player in enumerate(game.players):
+    for i, player in enumerate(game.players if result.phi is not None else ()):
         contributions.append({"unit": game.unit_names[player.unit], "side": player.side,
                               "w_bits": player.w_bits, "a_bits": player.a_bits,
-                              "phi": float(result.phi[i]), "stderr": float(result.stderr[i]),
-                              "alpha": float(result.alpha[i])})
+                              "phi": float(result.phi[i]),  # type: ignore[index]
+                              "stderr": float(result.stderr[i]),  # type: ignore[index]
+                              "alpha": float(result.alpha[i])})  # type: ignore[index]
     layers = []
     for layer in costs.model.layers:
         option = result.policy[layer.name]
@@ -49,7 +50,7 @@ def build_report(result: SearchResult, *, model: str, profile: str, metric: str,
         "evaluations": evaluations, "resumed_evaluations": resumed,
         "evaluated_policies": history,
         "phases_s": phases,
-        "settings": {"method": "shapley", **settings.__dict__},
+        "settings": {"method": method, **settings.__dict__},
         "seed": settings.seed,
         "versions": {"smpq_onnx": __version__, "onnx": onnx.__version__,
                      "onnxruntime": ort.__version__, "numpy": np.__version__,
@@ -63,8 +64,8 @@ def markdown(report: dict[str, Any], *, percent: bool) -> str:
     lines = [
         f"# smpq-onnx search: {report['model']}",
         "",
-        f"Profile `{report['profile']}`, metric `{report['metric']}` on "
-        f"{report['eval_samples']} samples, seed {report['seed']}.",
+        f"Method `{report['settings']['method']}`, profile `{report['profile']}`, metric "
+        f"`{report['metric']}` on {report['eval_samples']} samples, seed {report['seed']}.",
         "",
         "| | value |", "|---|---|",
         f"| FP32 | {report['fp32'] * scale:.4f}{unit} |",
@@ -88,11 +89,13 @@ def markdown(report: dict[str, Any], *, percent: bool) -> str:
               for i, c in enumerate(report["candidates"])]
     lines += ["", "## Time per phase", "", "| phase | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in report["phases_s"].items()]
-    lines += ["", "## Contributions (Shapley value ± standard error)", "",
-              "| unit | player | phi | stderr |", "|---|---|---|---|"]
+    if report["contributions"]:
+        lines += ["", "## Contributions (Shapley value ± standard error)", "",
+                  "| unit | player | phi | stderr |", "|---|---|---|---|"]
     for c in report["contributions"]:
         player = {"w": f"W{c['w_bits']}", "a": f"A{c['a_bits']}",
                   "wa": f"W{c['w_bits']}A{c['a_bits']}"}[c["side"]]
         lines.append(f"| {c['unit']} | {player} | {c['phi']:.5f} | {c['stderr']:.5f} |")
-    lines += ["", "Plots: `contributions.png`, `bits_per_layer.png`, `metric_vs_bops.png`.", ""]
+    lines += ["", "Plots: `bits_per_layer.png`, `metric_vs_bops.png`"
+              + (", `contributions.png`." if report["contributions"] else "."), ""]
     return "\n".join(lines)

@@ -62,9 +62,10 @@ class SearchResult:
     costs: Costs
     fp32_score: float
     game: QuantizationGame
-    phi: np.ndarray
-    stderr: np.ndarray
-    alpha: np.ndarray
+    phi: np.ndarray | None
+    """Shapley values per player (SMPQ only)."""
+    stderr: np.ndarray | None
+    alpha: np.ndarray | None
     candidates: list[tuple[Policy, float]]
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -222,10 +223,13 @@ def infeasible_error(game: QuantizationGame, costs: CostModel, budget: Budget
 
 
 def select(game: QuantizationGame, costs: CostModel, budget: Budget, phi: np.ndarray,
-           evaluator: Evaluator, *, candidates: int) -> tuple[Policy, float,
-                                                             list[tuple[Policy, float]]]:
-    utilities = [np.array([table[o] for o in unit.options])
-                 for unit, table in zip(game.units, game.unit_utilities(phi), strict=True)]
+           evaluator: Evaluator, *, candidates: int,
+           utilities: list[np.ndarray] | None = None
+           ) -> tuple[Policy, float, list[tuple[Policy, float]]]:
+    """Knapsack on utilities (from player values ``phi`` unless given per unit and option)."""
+    if utilities is None:
+        utilities = [np.array([table[o] for o in unit.options])
+                     for unit, table in zip(game.units, game.unit_utilities(phi), strict=True)]
     problem = knapsack_problem(game, costs, budget, utilities)
     try:
         choices = best_k(problem, candidates)
