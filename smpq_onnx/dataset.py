@@ -13,10 +13,8 @@ Every array is checked against the model's inputs (rank, static dims, dtype) bef
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import numpy as np
 import onnx_ir as ir
 
 from smpq_onnx.errors import DataError
+from smpq_onnx.plugins import load_function
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp")
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -158,13 +157,7 @@ def _shape_text(spec: InputSpec) -> str:
 
 def _from_function(module_name: str, function_name: str, specs: list[InputSpec],
                    source: str) -> Dataset:
-    sys.path.insert(0, str(Path.cwd()))
-    try:
-        function = getattr(importlib.import_module(module_name), function_name)
-    except (ImportError, AttributeError) as e:
-        raise DataError(f"cannot load data function {source} ({e}); check module and name") from e
-    finally:
-        sys.path.pop(0)
+    function = load_function(f"{module_name}:{function_name}", kind="data function")
     parts: dict[str, list[np.ndarray]] = {s.name: [] for s in specs}
     labels: list[np.ndarray] = []
     for batch in function():

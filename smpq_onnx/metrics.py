@@ -9,15 +9,13 @@ per sample);
 
 from __future__ import annotations
 
-import importlib
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from smpq_onnx.errors import DataError
+from smpq_onnx.plugins import load_function
 
 MetricFunction = Callable[[np.ndarray, np.ndarray, np.ndarray | None], float]
 
@@ -94,14 +92,6 @@ def resolve_metric(name: str | None, *, has_labels: bool) -> Metric:
     if name in BUILTIN_METRICS:
         return BUILTIN_METRICS[name]
     if ":" in name:
-        module_name, _, function_name = name.partition(":")
-        sys.path.insert(0, str(Path.cwd()))
-        try:
-            function = getattr(importlib.import_module(module_name), function_name)
-        except (ImportError, AttributeError) as e:
-            raise DataError(f"cannot load metric {name} ({e}); check module and name") from e
-        finally:
-            sys.path.pop(0)
-        return Metric(name, function)
+        return Metric(name, load_function(name, kind="metric"))
     known = ", ".join(BUILTIN_METRICS)
     raise DataError(f"unknown metric {name!r}; use one of {known} or module:function")
