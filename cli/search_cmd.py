@@ -57,8 +57,8 @@ class AccuracyTargetMissed(SmpqError):
 @click.option("--metric", help="top1, agreement, kl, sqnr, cosine or module:function.")
 @click.option("--method", type=click.Choice(list(METHODS)), default="shapley", show_default=True,
               help="shapley (SMPQ) or a baseline: uniform, random, context, amp.")
-@click.option("--estimator", type=click.Choice(list(ESTIMATORS)), default="antithetic",
-              show_default=True, help="Shapley estimator.")
+@click.option("--estimator", type=click.Choice(list(ESTIMATORS)),
+              default=SearchSettings.estimator, show_default=True, help="Shapley estimator.")
 @click.option("--samples", type=int, help="M: permutations (pairs, Owen levels) per round "
               "(default: up to 10, sized to --max-evals).")
 @click.option("--rounds", type=int, help="K: rounds between alpha updates (default: up to 2, "

@@ -41,7 +41,10 @@ PAPER_ROUNDS = 2
 
 @dataclass(frozen=True)
 class SearchSettings:
-    estimator: str = "antithetic"
+    estimator: str = "owen"
+    """Chosen by ``benchmarks/estimators.py``: at ~800 distinct evaluations Owen and antithetic
+    permutations tie on RMSE (0.0035) and Owen's knapsack policy scored higher (91.8 % vs
+    89.6 % top-1, 3 seeds)."""
     samples: int = PAPER_SAMPLES
     """M: permutations (or antithetic pairs, or Owen levels) per round (Table 1: 10)."""
     rounds: int = PAPER_ROUNDS
@@ -80,9 +83,10 @@ def expected_sample_cost(game: QuantizationGame, estimator: str) -> float:
     for player in game.players:
         sides[(player.unit, player.side)] = sides.get((player.unit, player.side), 0) + 1
     walk = sum(sum(1.0 / k for k in range(1, n + 1)) for n in sides.values())
-    if estimator == "owen":
-        return 2.0 * (len(game.players) + 1)
-    return 2 * walk if estimator == "antithetic" else walk
+    # An antithetic Owen level toggles every player, but most toggles leave the realized
+    # policy unchanged: measured, it needs about as many distinct evaluations as an antithetic
+    # permutation pair (83 vs 81 on the bundled example).
+    return walk if estimator == "permutation" else 2 * walk
 
 
 def sized_settings(game: QuantizationGame, settings: SearchSettings, *,
