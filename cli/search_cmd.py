@@ -20,20 +20,21 @@ from smpq_onnx.baselines import (
     random_search,
     uniform_search,
 )
-from smpq_onnx.budget import Budget
+from smpq_onnx.budget import W8A8_BITS, Budget
 from smpq_onnx.context import QuantizationContext, build_context
 from smpq_onnx.emit import emit_qdq_model, encodings, save_model_atomic, write_json_atomic
 from smpq_onnx.errors import SmpqError
 from smpq_onnx.evalstore import EvaluationStore, fingerprint
 from smpq_onnx.game import QuantizationGame
 from smpq_onnx.plots import bits_per_layer, contribution_heatmap, metric_vs_bops
-from smpq_onnx.policy import Policy, write_policy, write_text_atomic
+from smpq_onnx.policy import write_policy, write_text_atomic
 from smpq_onnx.report import build_report, markdown
 from smpq_onnx.runtime import describe_provider
 from smpq_onnx.search import (
     DEFAULT_MAX_EVALS,
     SearchResult,
     SearchSettings,
+    cheapest_policy,
     select,
     shapley_search,
     sized_settings,
@@ -142,7 +143,7 @@ def _budget(context: QuantizationContext, *, bops: int | None, bops_ratio: float
     if bops_ratio is not None:
         if not 0 < bops_ratio <= 1:
             raise click.BadParameter("must be in (0, 1]", param_hint="--budget-bops-ratio")
-        bops = int(bops_ratio * context.model.total_macs * 64)
+        bops = int(bops_ratio * context.model.total_macs * W8A8_BITS)
     return dataclasses.replace(
         base,
         bops=bops if bops is not None else base.bops,
@@ -173,7 +174,7 @@ def _cheapest_within(result: SearchResult, context: QuantizationContext, budget:
     assert result.phi is not None, "--max-drop needs Shapley values"
     phi = result.phi
     best_ok = result if result.score >= target else None
-    low = float(costs.cost(_cheapest(game)).bops)
+    low = float(costs.cost(cheapest_policy(game)).bops)
     high = float(result.costs.bops)
     for _ in range(8):
         if best_ok is None or high - low < 0.01 * high:
@@ -198,12 +199,6 @@ def _cheapest_within(result: SearchResult, context: QuantizationContext, budget:
     return result, AccuracyTargetMissed(
         f"no policy within {max_drop:g} of FP32 ({result.fp32_score * scale:.4f}) meets the "
         f"budget; the best found ({shown}) was written; relax the budget or --max-drop")
-
-
-def _cheapest(game: QuantizationGame) -> Policy:
-    from smpq_onnx.search import cheapest_policy
-
-    return cheapest_policy(game)
 
 
 def _write_outputs(result: SearchResult, context: QuantizationContext, budget: Budget,

@@ -13,7 +13,6 @@ import json
 import os
 from pathlib import Path
 
-from smpq_onnx.options import Option
 from smpq_onnx.policy import Policy
 
 
@@ -47,11 +46,6 @@ class EvaluationStore:
 
     def close(self) -> None:
         self._handle.close()
-
-    @staticmethod
-    def decode(key: str) -> Policy:
-        raw = json.loads(key)
-        return Policy({k: Option(v["w_bits"], v["a_bits"]) for k, v in raw.items()})
 
 
 def fingerprint(*parts: bytes | str) -> str:

@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 
 from smpq_onnx import __version__
-from smpq_onnx.budget import Budget
+from smpq_onnx.budget import W8A8_BITS, Budget
 from smpq_onnx.cost import CostModel
 from smpq_onnx.search import SearchResult, SearchSettings
 
@@ -41,7 +41,7 @@ def build_report(result: SearchResult, *, method: str, model: str, profile: str,
         "costs": result.costs.to_json_dict(),
         "budget": [{"resource": line.resource, "used": line.used, "limit": line.limit,
                     "fits": line.fits} for line in budget.check(result.costs)],
-        "w8a8_bops": costs.model.total_macs * 64,
+        "w8a8_bops": costs.model.total_macs * W8A8_BITS,
         "layers": layers,
         "contributions": contributions,
         "candidates": [{"policy": p.to_json_dict(), "score": s, "bops": costs.cost(p).bops,
