@@ -1,10 +1,14 @@
 """Policy evaluation on ONNX Runtime: policy -> metric on one fixed evaluation set.
 
-Per policy: the evaluation graph (activation fake-quant chains, and fake-quantized weights
-cached per (layer, bits) as ready TensorProtos) is built on the protobuf and one session is
-created. Results are memoized on the policy, which is the whole realized configuration
-(calibration is fixed for the evaluator's life), so asking twice costs nothing. The FP32
-outputs are computed once and serve the fidelity metrics.
+The model is cut into segments at single-tensor boundaries (:mod:`smpq_onnx.segments`). Per
+segment and configuration of its layers, the evaluation graph (activation fake-quant chains,
+and fake-quantized weights cached per (layer, bits) as ready TensorProtos) is built on the
+protobuf and one session created (kept in a small LRU). A policy runs from the first segment
+whose prefix of configurations has no cached boundary activations: searches evaluate policies
+that differ in a layer or two, so most evaluations skip part of the network. Results are
+memoized on the policy, which is the whole realized configuration (calibration is fixed for
+the evaluator's life). The FP32 outputs are computed once, on the whole model, and serve the
+fidelity metrics.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import onnx
@@ -28,9 +33,14 @@ from smpq_onnx.layers import QuantizableLayer
 from smpq_onnx.metrics import Metric
 from smpq_onnx.options import FLOAT_BITS, Option
 from smpq_onnx.policy import Policy
+from smpq_onnx.prefix_cache import BoundaryCache, SessionCache
 from smpq_onnx.runtime import RuntimeConfig
+from smpq_onnx.segments import SegmentPlan, plan_segments, segment_model
 
 DEFAULT_BATCH_SIZE = 64  # measured: smaller batches keep the fake-quant passes in cache
+DEFAULT_PREFIX_CACHE_BYTES = 512 << 20
+DEFAULT_SESSION_CACHE = 16
+DEFAULT_MAX_SEGMENTS = 8
 
 
 @dataclass(frozen=True)
@@ -44,7 +54,10 @@ class EvalResult:
 class Evaluator:
     def __init__(self, model: ImportedModel, calibration: Calibration, data: Dataset,
                  metric: Metric, *, runtime: RuntimeConfig | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE,
+                 prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
+                 session_cache: int = DEFAULT_SESSION_CACHE,
+                 max_segments: int = DEFAULT_MAX_SEGMENTS) -> None:
         self.model = model
         self.calibration = calibration
         self.data = data
@@ -68,6 +81,21 @@ class Evaluator:
         kept = [init for init in self._base.graph.initializer if init.name not in replaced]
         del self._skeleton.graph.initializer[:]
         self._skeleton.graph.initializer.extend(kept)
+        self.plan: SegmentPlan = plan_segments(
+            self._skeleton, model.layers, model.shapes, n_samples=len(data),
+            max_boundary_bytes=prefix_cache_bytes // 4, max_segments=max_segments)
+        self._segment_skeletons = [segment_model(self.plan, seg, self._skeleton,
+                                                 self._skeleton.graph.initializer)
+                                   for seg in self.plan.segments]
+        owner = {layer.weight: layer for layer in self._distinct_weight_layers}
+        # The layers whose options a segment's graph depends on (a shared weight follows the
+        # layer that owns it in eval_model, wherever that layer sits).
+        self._segment_deps = [
+            tuple(dict.fromkeys([*(la.name for la in seg.layers),
+                                 *(owner[la.weight].name for la in seg.layers)]))
+            for seg in self.plan.segments]
+        self.boundaries = BoundaryCache(prefix_cache_bytes)
+        self.sessions: SessionCache[ort.InferenceSession] = SessionCache(session_cache)
         self._weights: dict[tuple[str, int], onnx.TensorProto] = {}
         self._biases: dict[tuple[str, int, int], onnx.TensorProto] = {}
         self._results: dict[Policy, EvalResult] = {}
@@ -113,8 +141,51 @@ class Evaluator:
         return results
 
     def outputs(self, policy: Policy) -> np.ndarray:
-        """The model's first output for every evaluation sample under ``policy``."""
-        return self._run(self.session(policy))
+        """The model's first output for every evaluation sample under ``policy``.
+
+        Starts at the first segment whose prefix of configurations has no cached boundary.
+        """
+        configs = [tuple(policy[name] for name in deps) for deps in self._segment_deps]
+        last = len(self.plan) - 1
+        start, carried = 0, None
+        for k in range(last - 1, -1, -1):
+            carried = self.boundaries.get((k, tuple(configs[:k + 1])))
+            if carried is not None:
+                start = k + 1
+                for shallower in range(k - 1, -1, -1):
+                    self.boundaries.touch((shallower, tuple(configs[:shallower + 1])))
+                break
+        feeds: list[dict[str, np.ndarray]]
+        if carried is None:
+            feeds = list(self.data.batches(self.batch_size))
+        else:
+            feeds = [{self.plan.segments[start].inputs[0]: a} for a in carried]
+        for k in range(start, last + 1):
+            segment = self.plan.segments[k]
+            session = self.sessions.get((k, configs[k]), partial(self._segment_session, k, policy))
+            carried = [session.run([segment.output], feed)[0] for feed in feeds]
+            if k < last:
+                self.boundaries.put((k, tuple(configs[:k + 1])), carried)
+                feeds = [{segment.output: a} for a in carried]
+        assert carried is not None
+        return np.concatenate(carried)
+
+    def _segment_session(self, k: int, policy: Policy) -> ort.InferenceSession:
+        return self.runtime.session(self.segment_eval_model(k, policy), arena=False)
+
+    def segment_eval_model(self, k: int, policy: Policy) -> onnx.ModelProto:
+        """Segment ``k`` of :meth:`eval_model`, standalone."""
+        segment = self.plan.segments[k]
+        model = build_eval_model(self._segment_skeletons[k], segment.layers, policy,
+                                 self.calibration.activation)
+        weights = {layer.weight for layer in segment.layers}
+        model.graph.initializer.extend(self._weight_tensor(layer, policy[layer.name].w_bits)
+                                       for layer in self._distinct_weight_layers
+                                       if layer.weight in weights)
+        inside = {layer.name for layer in segment.layers}
+        model.graph.initializer.extend(self._bias_tensor(layer, policy[layer.name])
+                                       for layer in self._biased_layers if layer.name in inside)
+        return model
 
     def eval_model(self, policy: Policy) -> onnx.ModelProto:
         """The FP32 graph with activation fake-quant chains and fake-quantized weights.

@@ -47,8 +47,9 @@ class RuntimeConfig:
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         return ["CPUExecutionProvider"]
 
-    def session_options(self) -> ort.SessionOptions:
+    def session_options(self, *, arena: bool = True) -> ort.SessionOptions:
         options = ort.SessionOptions()
+        options.enable_cpu_mem_arena = arena
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = _LEVELS[self.optimization]
@@ -56,8 +57,11 @@ class RuntimeConfig:
         return options
 
     def session(self, model: onnx.ModelProto | bytes, *,
-                initializers: Mapping[str, ort.OrtValue] | None = None) -> ort.InferenceSession:
-        options = self.session_options()
+                initializers: Mapping[str, ort.OrtValue] | None = None,
+                arena: bool = True) -> ort.InferenceSession:
+        """A session; ``arena=False`` returns its memory after each run (for sessions kept
+        in a cache, whose arenas would otherwise each hold their peak activations)."""
+        options = self.session_options(arena=arena)
         for name, value in (initializers or {}).items():
             options.add_initializer(name, value)
         data = model if isinstance(model, bytes) else model.SerializeToString()

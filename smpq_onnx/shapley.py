@@ -97,7 +97,10 @@ def owen_shapley(n: int, value: ValueFunction, *, samples: int, rng: np.random.G
         for inside in (coins < q, coins >= 1 - q):
             present = set(np.flatnonzero(inside).tolist())
             with_all = value(sorted(present))
-            for i in range(n):
+            # Deepest players first: each neighbour differs from ``with_all`` in one unit,
+            # and the evaluator reuses ``with_all``'s activations up to it (players are
+            # ordered by unit, units by position in the network).
+            for i in reversed(range(n)):
                 if i in present:
                     pair[i] += with_all - value(sorted(present - {i}))
                 else:
