@@ -8,7 +8,10 @@ criterion: within 0.1 pt of the task metric, or within 1e-3 relative on a fideli
 levels. MobileNetV2's top-1 agreement on these natural images is fragile (a rounding flip
 in one early activation moves a borderline image), so its rows rely on the fidelity figure.
 
-    python benchmarks/apply_check.py [--out benchmarks/results/apply_check.json]
+    python benchmarks/apply_check.py [--evaluator-optimization all|basic] [--out FILE]
+
+With ``--evaluator-optimization basic`` the evaluator runs at ORT's basic level (no NCHWc
+layout, no integer QLinearConv fusion), the numerics the emitted model has at that level.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -53,8 +57,8 @@ def check(bench: Bench, profile: str, uniform: list[str], n_random: int) -> list
             expected = evaluator.evaluate(policy).score
             sqnr = BUILTIN_METRICS["sqnr"]
             expected_sqnr = sqnr(evaluator.outputs(policy), evaluator.reference, None)
-            row = {"model": bench.name, "policy": label, "evaluator": expected,
-                   "evaluator_sqnr_db": expected_sqnr, "bytes": path.stat().st_size}
+            row: dict[str, Any] = {"model": bench.name, "policy": label, "evaluator": expected,
+                                   "evaluator_sqnr_db": expected_sqnr, "bytes": path.stat().st_size}
             for level_name, level in LEVELS.items():
                 options = ort.SessionOptions()
                 options.graph_optimization_level = level
@@ -83,17 +87,20 @@ def check(bench: Bench, profile: str, uniform: list[str], n_random: int) -> list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path,
-                        default=Path(__file__).parent / "results" / "apply_check.json")
+    parser.add_argument("--evaluator-optimization", choices=["all", "basic"], default="all")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    runtime = RuntimeConfig()
+    suffix = "" if args.evaluator_optimization == "all" else f"_{args.evaluator_optimization}"
+    args.out = args.out or Path(__file__).parent / "results" / f"apply_check{suffix}.json"
+    runtime = RuntimeConfig(optimization=args.evaluator_optimization)
     rows = check(bundled_example(runtime), "flexible", ["W8A8", "W4A8", "W4A4", "W2A2"], 3)
     rows += check(mobilenet_v2(runtime, n_eval=128, n_calib=64), "flexible",
                   ["W8A8", "W4A8", "W6A6"], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     summary = {"all_within_0.1pt": all(r["within_0.1pt"] for r in rows),
                "all_reproduced": all(r["reproduced"] for r in rows)}
-    args.out.write_text(json.dumps({"rows": rows, **summary}, indent=2) + "\n")
+    args.out.write_text(json.dumps({"evaluator_optimization": args.evaluator_optimization,
+                                    "rows": rows, **summary}, indent=2) + "\n")
     print(f"{summary}; wrote {args.out}")
 
 
