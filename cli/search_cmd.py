@@ -22,6 +22,7 @@ from smpq_onnx.baselines import (
 )
 from smpq_onnx.budget import W8A8_BITS, Budget
 from smpq_onnx.context import QuantizationContext, build_context
+from smpq_onnx.dmpq import DmpqSettings, dmpq_search
 from smpq_onnx.emit import emit_qdq_model, encodings, save_model_atomic, write_json_atomic
 from smpq_onnx.errors import SmpqError
 from smpq_onnx.evalstore import EvaluationStore, fingerprint
@@ -57,7 +58,8 @@ class AccuracyTargetMissed(SmpqError):
 @click.option("--calib-data", help="Calibration data (default: the last quarter of --data).")
 @click.option("--metric", help="top1, agreement, kl, sqnr, cosine or module:function.")
 @click.option("--method", type=click.Choice(list(METHODS)), default="shapley", show_default=True,
-              help="shapley (SMPQ) or a baseline: uniform, random, context, amp.")
+              help="shapley (SMPQ) or a baseline: uniform, random, context, amp, dmpq "
+              "(dmpq needs torch).")
 @click.option("--estimator", type=click.Choice(list(ESTIMATORS)),
               default=SearchSettings.estimator, show_default=True, help="Shapley estimator.")
 @click.option("--samples", type=int, help="M: permutations (pairs, Owen levels) per round "
@@ -134,6 +136,9 @@ def _run_method(method: str, game: QuantizationGame, context: QuantizationContex
         return context_search(game, evaluator, costs, budget, candidates=settings.candidates)
     if method == "amp":
         return amp_search(game, evaluator, costs, budget)
+    if method == "dmpq":
+        return dmpq_search(game, evaluator, costs, budget, calib_data=context.calib_data,
+                           settings=DmpqSettings(seed=settings.seed))
     return shapley_search(game, evaluator, costs, budget, settings, progress)
 
 

@@ -10,11 +10,14 @@
   candidate the metric with that unit alone lowered (others at the most precise option), a
   greedy Pareto curve lowering the unit/candidate with the least predicted loss per BOPs
   saved, and the first point on the curve that meets every budget.
+- ``dmpq``: EdMIPS-style differentiable search (:mod:`smpq_onnx.dmpq`; needs torch, which
+  that module imports only when it runs).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 
 import numpy as np
 
@@ -35,7 +38,7 @@ from smpq_onnx.search import (
 )
 from smpq_onnx.selection import Infeasible, solve
 
-METHODS = ("shapley", "uniform", "random", "context", "amp")
+METHODS = ("shapley", "uniform", "random", "context", "amp", "dmpq")
 
 
 def _result(policy: Policy, score: float, game: QuantizationGame, evaluator: Evaluator,
@@ -85,9 +88,12 @@ def _with(game: QuantizationGame, options: list[Option]) -> Policy:
                                                                         strict=True)])
 
 
-def context_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
-                   budget: Budget, *, candidates: int = 3) -> SearchResult:
-    start = time.perf_counter()
+def context_utilities(game: QuantizationGame, evaluator: Evaluator) -> list[np.ndarray]:
+    """Per unit, the metric change of each option varied alone around the background.
+
+    Split-side games vary the weight and the activation bits separately (the option's utility
+    is the sum of both changes); joint games vary the whole option. Independent of budgets.
+    """
     background = _background(game)
     base = evaluator.evaluate(_with(game, background)).score
     utilities = []
@@ -107,6 +113,13 @@ def context_search(game: QuantizationGame, evaluator: Evaluator, costs: CostMode
                 gain = evaluator.evaluate(_with(game, trial)).score - base
             row.append(gain)
         utilities.append(np.array(row))
+    return utilities
+
+
+def context_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
+                   budget: Budget, *, candidates: int = 3) -> SearchResult:
+    start = time.perf_counter()
+    utilities = context_utilities(game, evaluator)
     phases = {"sensitivity_s": time.perf_counter() - start}
     start = time.perf_counter()
     policy, score, scored = _select_with_utilities(game, costs, budget, utilities, evaluator,
@@ -122,32 +135,41 @@ def _select_with_utilities(game: QuantizationGame, costs: CostModel, budget: Bud
                   candidates=candidates, utilities=utilities)
 
 
-def amp_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
-               budget: Budget) -> SearchResult:
-    start = time.perf_counter()
-    top = [max(unit.options, key=lambda o: (o.w_bits * o.a_bits, o.a_bits))
-           for unit in game.units]
+def amp_sensitivities(game: QuantizationGame, evaluator: Evaluator, *,
+                      candidates: Collection[Option] | None = None) -> list[dict[Option, float]]:
+    """Per unit, the metric drop of each candidate option with that unit alone lowered.
+
+    The other units stay at their most precise option (which is always a candidate, drop 0).
+    ``candidates`` restricts the options tried (AIMET's candidate list); None tries every
+    legal option. Independent of budgets.
+    """
+    top = _top(game)
     reference = evaluator.evaluate(_with(game, top)).score
     drop: list[dict[Option, float]] = []
     for k, unit in enumerate(game.units):
         table = {top[k]: 0.0}
         for option in unit.options:
-            if option != top[k]:
+            if option != top[k] and (candidates is None or option in candidates):
                 trial = list(top)
                 trial[k] = option
                 table[option] = reference - evaluator.evaluate(_with(game, trial)).score
         drop.append(table)
-    phases = {"sensitivity_s": time.perf_counter() - start}
+    return drop
 
-    start = time.perf_counter()
+
+def amp_select(game: QuantizationGame, evaluator: Evaluator, costs: CostModel, budget: Budget,
+               drop: list[dict[Option, float]]) -> tuple[Policy, float]:
+    """Greedy Pareto curve over the options in ``drop``; the first point meeting the budget."""
     bops = [{o: sum(costs.layer_bops(name, o) for name in unit.layers) for o in unit.options}
             for unit in game.units]
-    current = list(top)
+    current = _top(game)
     curve = [list(current)]
     while True:
         best = None
         for k, unit in enumerate(game.units):
             for option in unit.options:
+                if option not in drop[k]:
+                    continue
                 saved = bops[k][current[k]] - bops[k][option]
                 if saved <= 0:
                     continue
@@ -161,7 +183,22 @@ def amp_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     for point in curve:
         policy = _with(game, point)
         if all(line.fits for line in budget.check(costs.cost(policy))):
-            score = evaluator.evaluate(policy).score
-            phases["pareto_s"] = time.perf_counter() - start
-            return _result(policy, score, game, evaluator, costs, [(policy, score)], phases)
+            return policy, evaluator.evaluate(policy).score
     raise infeasible_error(game, costs, budget)
+
+
+def amp_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
+               budget: Budget) -> SearchResult:
+    start = time.perf_counter()
+    drop = amp_sensitivities(game, evaluator)
+    phases = {"sensitivity_s": time.perf_counter() - start}
+    start = time.perf_counter()
+    policy, score = amp_select(game, evaluator, costs, budget, drop)
+    phases["pareto_s"] = time.perf_counter() - start
+    return _result(policy, score, game, evaluator, costs, [(policy, score)], phases)
+
+
+def _top(game: QuantizationGame) -> list[Option]:
+    """Per unit, its most precise option (most w_bits * a_bits, then more activation bits)."""
+    return [max(unit.options, key=lambda o: (o.w_bits * o.a_bits, o.a_bits))
+            for unit in game.units]

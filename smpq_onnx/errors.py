@@ -32,6 +32,10 @@ class DataError(SmpqError):
     """Input data is missing or does not match the model's inputs."""
 
 
+class MissingDependencyError(SmpqError):
+    """An optional dependency a chosen feature needs is not installed (the message says how)."""
+
+
 class BudgetInfeasibleError(SmpqError):
     """No policy in the search space meets every budget."""
 

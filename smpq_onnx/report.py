@@ -50,6 +50,7 @@ def build_report(result: SearchResult, *, method: str, model: str, profile: str,
         "evaluations": evaluations, "resumed_evaluations": resumed,
         "evaluated_policies": history,
         "phases_s": phases,
+        "method_details": dict(result.details),
         "settings": {"method": method, **settings.__dict__},
         "seed": settings.seed,
         "versions": {"smpq_onnx": __version__, "onnx": onnx.__version__,
@@ -87,6 +88,9 @@ def markdown(report: dict[str, Any], *, percent: bool) -> str:
     lines += [f"| {i + 1} | {'uniform guard' if c['uniform'] else 'knapsack'} | "
               f"{c['score'] * scale:.4f}{unit} | {c['bops']} |"
               for i, c in enumerate(report["candidates"])]
+    if report.get("method_details"):
+        lines += ["", "## Method details", "", "| key | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in report["method_details"].items()]
     lines += ["", "## Time per phase", "", "| phase | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in report["phases_s"].items()]
     if report["contributions"]:

@@ -71,6 +71,8 @@ class SearchResult:
     alpha: np.ndarray | None
     candidates: list[tuple[Policy, float]]
     phases: dict[str, float] = field(default_factory=dict)
+    details: dict[str, float | int | str] = field(default_factory=dict)
+    """Method-specific facts worth reporting (dmpq: selection rule used, attempts, cd)."""
 
 
 def expected_sample_cost(game: QuantizationGame, estimator: str) -> float:
