@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -109,6 +110,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--policies", type=int, default=20)
     parser.add_argument("--owen-samples", type=int, default=1)
+    parser.add_argument("--models", default="example,mobilenet_v2",
+                        help="comma-separated: example, mobilenet_v2")
     parser.add_argument("--mobilenet-eval", type=int, default=256)
     parser.add_argument("--mobilenet-calib", type=int, default=128)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" /
@@ -119,9 +122,14 @@ def main() -> None:
     flexible = load_profile("flexible")
     results = []
 
-    example = bundled_example(runtime)
-    results.append(time_model(example, SearchSpace.build(example.model, flexible),
-                              args.policies, args.owen_samples))
+    models = set(args.models.split(","))
+    if "example" in models:
+        example = bundled_example(runtime)
+        results.append(time_model(example, SearchSpace.build(example.model, flexible),
+                                  args.policies, args.owen_samples))
+    if "mobilenet_v2" not in models:
+        _write(args.out, runtime, results)
+        return
 
     mobile = mobilenet_v2(runtime, n_eval=args.mobilenet_eval, n_calib=args.mobilenet_calib)
     space = SearchSpace.build(mobile.model, flexible)
@@ -142,15 +150,20 @@ def main() -> None:
           f"{record['labeled20_top1_w8a8']:.2f}")
     results.append(record)
 
+    _write(args.out, runtime, results)
+
+
+def _write(out: Path, runtime: RuntimeConfig, results: list[dict]) -> None:
     report = {
         "benchmark": "policy evaluation time vs FP32 inference",
         "goal_ratio": 1.10, "provider": describe_provider(runtime),
         "onnxruntime": ort.__version__, "python": platform.python_version(),
-        "machine": platform.machine(), "results": results,
+        "machine": platform.machine(), "cpu_load_1min": os.getloadavg()[0],
+        "results": results,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

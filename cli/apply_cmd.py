@@ -37,11 +37,12 @@ from smpq_onnx.runtime import RuntimeConfig
 def apply_command(model: Path | None, bits: str | None, policy_path: Path | None,
                   default_bits: str | None, calib_data: str | None, data: str | None,
                   hw_name: str, out_path: Path, encodings_path: Path | None, native_int4: bool,
-                  metric: str | None, provider: str, threads: int, as_json: bool) -> None:
+                  metric: str | None, provider: str, threads: int, optimization: str,
+                  as_json: bool) -> None:
     """Emit MODEL (default: the bundled example) quantized by a policy as a QDQ ONNX model."""
     if model is not None and calib_data is None and data is None:
         raise DataError("apply needs calibration data: give --calib-data (or --data)")
-    runtime = runtime_config(provider, threads)
+    runtime = runtime_config(provider, threads, optimization)
     with TerminalProgress(enabled=not as_json) as progress:
         context = build_context(model, hw=hw_name, data=data, calib_data=calib_data,
                                 metric=metric, runtime=runtime, progress=progress)
@@ -72,8 +73,8 @@ def apply_command(model: Path | None, bits: str | None, policy_path: Path | None
 
 def _check(path: Path, evaluator: Any, policy: Any, runtime: RuntimeConfig) -> dict[str, Any]:
     """The emitted file's metric in a fresh session against the evaluator's for the policy."""
-    session = RuntimeConfig(provider=runtime.provider, threads=runtime.threads).session(
-        path.read_bytes())
+    session = RuntimeConfig(provider=runtime.provider, threads=runtime.threads,
+                            optimization=runtime.optimization).session(path.read_bytes())
     output = session.get_outputs()[0].name
     outputs = np.concatenate([session.run([output], batch)[0]
                               for batch in evaluator.data.batches(evaluator.batch_size)])

@@ -38,10 +38,10 @@ DEFAULT_HW = "flexible"
 def eval_command(model: Path | None, data: str | None, calib_data: str | None,
                  metric: str | None, hw_name: str, bits: str | None, policy_path: Path | None,
                  default_bits: str | None, activation_range: str, batch_size: int,
-                 provider: str, threads: int, as_json: bool) -> None:
+                 provider: str, threads: int, optimization: str, as_json: bool) -> None:
     """Evaluate MODEL (default: the bundled example) in FP32 and at a bit-width policy."""
     start = time.perf_counter()
-    runtime = runtime_config(provider, threads)
+    runtime = runtime_config(provider, threads, optimization)
     with TerminalProgress(enabled=not as_json) as progress:
         context = build_context(model, hw=hw_name, data=data, calib_data=calib_data,
                                 metric=metric, runtime=runtime,

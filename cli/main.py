@@ -29,6 +29,11 @@ class _ErrorReportingGroup(click.Group):
         except SmpqError as e:
             click.echo(f"smpq-onnx: error: {e}", err=True)
             sys.exit(e.exit_code)
+        except click.UsageError as e:  # a bad option or argument: one line, not the usage block
+            command = e.ctx.command_path if e.ctx is not None else "smpq-onnx"
+            click.echo(f"smpq-onnx: error: {e.format_message()} (see '{command} --help')",
+                       err=True)
+            sys.exit(e.exit_code)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except BrokenPipeError:  # stdout closed early (e.g. piped into head): not an error

@@ -34,13 +34,18 @@ def runtime_options(function: F) -> F:
                      show_default=True, help="ONNX Runtime provider."),
         click.option("--threads", type=int, default=0, show_default=True,
                      help="Intra-op threads (0: all cores)."),
+        click.option("--optimization", type=click.Choice(["disable", "basic", "extended", "all"]),
+                     default="all", show_default=True,
+                     help="ORT graph optimization level of every evaluation. 'all' is fastest; "
+                     "'basic' gives exactly the numerics of the emitted model run at 'basic'."),
     ]):
         function = decorator(function)
     return function
 
 
-def runtime_config(provider: str, threads: int) -> RuntimeConfig:
-    return RuntimeConfig(provider=provider, threads=threads)  # type: ignore[arg-type]
+def runtime_config(provider: str, threads: int, optimization: str = "all") -> RuntimeConfig:
+    return RuntimeConfig(provider=provider, threads=threads,  # type: ignore[arg-type]
+                         optimization=optimization)  # type: ignore[arg-type]
 
 
 def resolve_policy(space: SearchSpace, *, bits: str | None, policy_path: Path | None,

@@ -88,12 +88,12 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
                    budget_bops: int | None, budget_bops_ratio: float | None,
                    budget_flash: int | None, budget_sram: int | None,
                    budget_latency_ms: float | None, max_drop: float | None, out_dir: Path,
-                   provider: str, threads: int, as_json: bool) -> None:
+                   provider: str, threads: int, optimization: str, as_json: bool) -> None:
     """Search per-layer bit-widths of MODEL (default: the bundled example) for a device."""
     if max_drop is not None and method != "shapley":
         raise click.UsageError("--max-drop works with --method shapley")
     started = time.perf_counter()
-    runtime = runtime_config(provider, threads)
+    runtime = runtime_config(provider, threads, optimization)
     with TerminalProgress(enabled=not as_json) as progress:
         context = build_context(model, hw=hw_name, data=data, calib_data=calib_data,
                                 metric=metric, runtime=runtime, progress=progress)
@@ -166,7 +166,9 @@ def _fingerprint(context: QuantizationContext) -> str:
     return fingerprint(
         ir.to_proto(context.model.ir_model).SerializeToString(), *arrays, labels,
         context.profile.model_dump_json(), context.metric.name,
-        repr(context.calibration.settings), repr(context.runtime), str(evaluator.batch_size))
+        repr(context.calibration.settings), repr(context.runtime), str(evaluator.batch_size),
+        # Segment boundaries change float accumulation at full optimization: part of the key.
+        repr([segment.output for segment in evaluator.plan.segments]))
 
 
 def _cheapest_within(result: SearchResult, context: QuantizationContext, budget: Budget,

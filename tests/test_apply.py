@@ -94,7 +94,9 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_apply_bundled_example_random_policy_reproduces_the_evaluator(tmp_path: Path) -> None:
+@pytest.mark.parametrize("optimization", ["all", "basic"])
+def test_apply_bundled_example_random_policy_reproduces_the_evaluator(
+        tmp_path: Path, optimization: str) -> None:
     from smpq_onnx.example import example_model_path
     from smpq_onnx.importer import import_model
     from smpq_onnx.profile import load_profile
@@ -112,7 +114,7 @@ def test_apply_bundled_example_random_policy_reproduces_the_evaluator(tmp_path: 
     policy_path.write_text(json.dumps(policy))
     out = tmp_path / "out" / "model.qdq.onnx"
     code, stdout, stderr = invoke("apply", "--policy", str(policy_path), "--out", str(out),
-                                  "--json")
+                                  "--optimization", optimization, "--json")
     assert code == 0, stderr
     report = json.loads(stdout)
     assert report["match"] and report["emitted"] == report["evaluator"]
@@ -124,6 +126,7 @@ def test_apply_bundled_example_random_policy_reproduces_the_evaluator(tmp_path: 
 
 @pytest.mark.parametrize("args,message", [
     (["--bits", "W2A2", "--hw", "mcu"], "W2A2 is not allowed"),
+    (["--bits", "W8A8", "--optimization", "fastest"], "Invalid value for '--optimization'"),
     (["--policy", "MISSING.json"], "policy file not found"),
     (["--bits", "W8A8", "--default-bits", "W4A4"], "--default-bits only completes"),
 ])
