@@ -379,11 +379,20 @@ def plot(data: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+INTERPRETATION = Path(__file__).parent / "interpretation.md"
+"""Prose written by a person after reading a run's numbers; appended, marked as such."""
+
+
 def write(data: dict[str, Any], markdown_path: Path, plot_path: Path, json_path: Path) -> None:
     base = markdown_path.resolve().parent
-    markdown_path.write_text(render(
-        data, json_link=os.path.relpath(json_path.resolve(), base),
-        plot_link=os.path.relpath(plot_path.resolve(), base)))
+    text = render(data, json_link=os.path.relpath(json_path.resolve(), base),
+                  plot_link=os.path.relpath(plot_path.resolve(), base))
+    if INTERPRETATION.is_file() and not data["config"]["quick"]:
+        text += ("\n## Interpretation\n\n_Written by hand after reading the run of "
+                 f"{data['environment']['started']}; a new run regenerates everything above "
+                 f"but not this section ({INTERPRETATION.name})._\n\n"
+                 + INTERPRETATION.read_text())
+    markdown_path.write_text(text)
     plot(data, plot_path)
 
 
