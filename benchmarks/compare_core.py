@@ -162,15 +162,6 @@ class CountingEvaluator:
                 self.progress(len(self.asked))
         return self.inner.evaluate(policy)
 
-    def evaluate_many(self, policies: Iterable[Policy],
-                      progress: Callable[[int], None] | None = None) -> list[EvalResult]:
-        results = []
-        for i, policy in enumerate(policies):
-            results.append(self.evaluate(policy))
-            if progress is not None:
-                progress(i + 1)
-        return results
-
     def fork(self) -> CountingEvaluator:
         """A counter that starts from what this one has seen (estimation, then selection)."""
         return CountingEvaluator(self.inner, self.asked)
