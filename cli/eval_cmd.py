@@ -50,10 +50,11 @@ def eval_command(model: Path | None, data: str | None, calib_data: str | None,
     policy = resolve_policy(context.space, bits=bits, policy_path=policy_path,
                             default_bits=default_bits, fallback=context.profile.default_option)
     result = context.evaluator.evaluate(policy)
+    deployed = context.evaluator.evaluate_deployed(policy)
     report: dict[str, Any] = {
         "model": context.model.source, "profile": context.profile.name,
         "metric": context.metric.name, "fp32": context.evaluator.fp32_score,
-        "quantized": result.score, "n": result.n_samples,
+        "quantized": result.score, "deployed": deployed.score, "n": result.n_samples,
         "policy": policy.to_json_dict(), "provider": describe_provider(runtime),
         "seconds": round(time.perf_counter() - start, 3),
     }
@@ -62,10 +63,13 @@ def eval_command(model: Path | None, data: str | None, calib_data: str | None,
         return
     scale, unit = (100.0, " %") if context.metric.percent else (1.0, "")
     fp32, quantized = report["fp32"] * scale, report["quantized"] * scale
+    shipped = report["deployed"] * scale
     options = sorted({str(o) for o in policy.values()})
     label = options[0] if len(options) == 1 else f"mixed ({len(options)} options)"
     click.echo(f"model {report['model']}, {report['n']} samples, metric {report['metric']}, "
                f"{report['provider']}")
     click.echo(f"  FP32        {fp32:10.4f}{unit}")
     click.echo(f"  {label:<11} {quantized:10.4f}{unit}   ({quantized - fp32:+.4f}"
-               f"{' pt' if context.metric.percent else ''})")
+               f"{' pt' if context.metric.percent else ''})   fake-quant engine")
+    click.echo(f"  {label:<11} {shipped:10.4f}{unit}   ({shipped - fp32:+.4f}"
+               f"{' pt' if context.metric.percent else ''})   emitted QDQ model")

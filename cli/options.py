@@ -36,8 +36,8 @@ def runtime_options(function: F) -> F:
                      help="Intra-op threads (0: all cores)."),
         click.option("--optimization", type=click.Choice(["disable", "basic", "extended", "all"]),
                      default="all", show_default=True,
-                     help="ORT graph optimization level of every evaluation. 'all' is fastest; "
-                     "'basic' gives exactly the numerics of the emitted model run at 'basic'."),
+                     help="ORT graph optimization level of every evaluation; final metrics "
+                     "are the emitted QDQ model's, run at this level. 'all' is fastest."),
     ]):
         function = decorator(function)
     return function

@@ -111,6 +111,7 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
             missed = None
             if max_drop is not None:
                 result, missed = _cheapest_within(result, context, budget, max_drop, settings)
+            result = _as_deployed(result, context)
         finally:
             store.close()
     result.phases = {"setup_s": setup_s, **result.phases}
@@ -171,6 +172,14 @@ def _fingerprint(context: QuantizationContext) -> str:
         repr([segment.output for segment in evaluator.plan.segments]))
 
 
+def _as_deployed(result: SearchResult, context: QuantizationContext) -> SearchResult:
+    """The final metric is the emitted QDQ model's; the fake-quant engine's is kept beside it."""
+    evaluator = context.evaluator
+    deployed = evaluator.evaluate_deployed(result.policy).score
+    details = {**result.details, "fast_engine_score": evaluator.evaluate(result.policy).score}
+    return dataclasses.replace(result, score=deployed, details=details)
+
+
 def _cheapest_within(result: SearchResult, context: QuantizationContext, budget: Budget,
                      max_drop: float, settings: SearchSettings
                      ) -> tuple[SearchResult, AccuracyTargetMissed | None]:
@@ -226,6 +235,7 @@ def _write_outputs(result: SearchResult, context: QuantizationContext, budget: B
         result, method=method, model=context.model.source, profile=context.profile.name,
         metric=context.metric.name, budget=budget, costs=context.costs, settings=settings,
         evaluations=context.evaluator.n_evaluations, resumed=context.evaluator.n_resumed,
+        deployed_evaluations=context.evaluator.n_deployed,
         history=history, phases=result.phases, n_eval=len(context.eval_data),
         provider=describe_provider(context.runtime))
     write_json_atomic(report, out_dir / "report.json")

@@ -87,6 +87,6 @@ def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | 
         per_channel_weights=profile.weight_quantization.granularity == "per_channel")
     calibration = Calibration(model, histograms, settings)
     evaluator = Evaluator(model, calibration, eval_set, chosen_metric, runtime=runtime,
-                          batch_size=batch_size)
+                          batch_size=batch_size, profile_name=profile.name)
     return QuantizationContext(model, profile, space, CostModel(model, profile), eval_set,
                                calibration_set, calibration, evaluator, chosen_metric, runtime)

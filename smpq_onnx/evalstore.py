@@ -15,9 +15,14 @@ from pathlib import Path
 
 from smpq_onnx.policy import Policy
 
+FAST = "fast"
+DEPLOYED = "deployed"
+"""Engines: the fake-quant evaluator, and the emitted QDQ model run as it is."""
 
-def policy_key(policy: Policy) -> str:
-    return json.dumps(policy.to_json_dict(), sort_keys=True, separators=(",", ":"))
+
+def policy_key(policy: Policy, engine: str = FAST) -> str:
+    key = json.dumps(policy.to_json_dict(), sort_keys=True, separators=(",", ":"))
+    return key if engine == FAST else f"{engine}:{key}"
 
 
 class EvaluationStore:
@@ -34,11 +39,11 @@ class EvaluationStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = path.open("a", encoding="utf-8")
 
-    def get(self, policy: Policy) -> float | None:
-        return self.loaded.get(policy_key(policy))
+    def get(self, policy: Policy, *, engine: str = FAST) -> float | None:
+        return self.loaded.get(policy_key(policy, engine))
 
-    def put(self, policy: Policy, score: float) -> None:
-        key = policy_key(policy)
+    def put(self, policy: Policy, score: float, *, engine: str = FAST) -> None:
+        key = policy_key(policy, engine)
         self.loaded[key] = score
         self._handle.write(json.dumps({"policy": key, "score": score}) + "\n")
         self._handle.flush()

@@ -9,12 +9,20 @@ that differ in a layer or two, so most evaluations skip part of the network. Res
 memoized on the policy, which is the whole realized configuration (calibration is fixed for
 the evaluator's life). The FP32 outputs are computed once, on the whole model, and serve the
 fidelity metrics.
+
+This fast engine simulates quantization in float. At ORT's full optimization the deployable QDQ
+model runs differently (integer QLinearConv, other fusions), and low-bit rounding magnifies the
+difference. :meth:`Evaluator.evaluate_deployed` therefore measures a policy the way it ships:
+it emits the QDQ model (:mod:`smpq_onnx.emit`) and runs it as it is, in the same runtime
+settings. Searches score their final candidates with it, so the metric they report is the
+emitted file's.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -26,7 +34,8 @@ from onnx import numpy_helper
 
 from smpq_onnx.calibration import Calibration
 from smpq_onnx.dataset import Dataset, InputSpec
-from smpq_onnx.evalstore import EvaluationStore
+from smpq_onnx.emit import emit_qdq_model
+from smpq_onnx.evalstore import DEPLOYED, EvaluationStore
 from smpq_onnx.fakequant import build_eval_model
 from smpq_onnx.importer import ImportedModel
 from smpq_onnx.layers import QuantizableLayer
@@ -57,8 +66,10 @@ class Evaluator:
                  batch_size: int = DEFAULT_BATCH_SIZE,
                  prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
                  session_cache: int = DEFAULT_SESSION_CACHE,
-                 max_segments: int = DEFAULT_MAX_SEGMENTS) -> None:
+                 max_segments: int = DEFAULT_MAX_SEGMENTS, profile_name: str = "custom") -> None:
         self.model = model
+        self.profile_name = profile_name
+        """Written into deployed models' metadata (it does not change their numerics)."""
         self.calibration = calibration
         self.data = data
         self.metric = metric
@@ -66,7 +77,6 @@ class Evaluator:
         self.batch_size = _batch_size(model, batch_size)
         self._base = ir.to_proto(model.ir_model)
         self._base_bytes = self._base.SerializeToString()
-        self._output = self._base.graph.output[0].name
         # The base graph without the layers' weights and biases; each policy adds its own.
         self._distinct_weight_layers = list({layer.weight: layer
                                              for layer in model.layers}.values())
@@ -96,10 +106,14 @@ class Evaluator:
             for seg in self.plan.segments]
         self.boundaries = BoundaryCache(prefix_cache_bytes)
         self.sessions: SessionCache[ort.InferenceSession] = SessionCache(session_cache)
+        self._workers = self.runtime.batch_workers()
+        self._pool = ThreadPoolExecutor(self._workers) if self._workers > 1 else None
         self._weights: dict[tuple[str, int], onnx.TensorProto] = {}
         self._biases: dict[tuple[str, int, int], onnx.TensorProto] = {}
         self._results: dict[Policy, EvalResult] = {}
+        self._deployed: dict[tuple[Policy, bool], EvalResult] = {}
         self.n_evaluations = 0
+        self.n_deployed = 0
         self.n_resumed = 0
         self.store: EvaluationStore | None = None
         self.reference = self._run(self.runtime.session(self._base_bytes))
@@ -118,13 +132,45 @@ class Evaluator:
             return result
         start = time.perf_counter()
         outputs = self.outputs(policy)
-        score = self.metric(outputs, self.reference, self.data.labels)
+        score = self.score_outputs(outputs)
         result = EvalResult(score, len(self.data), time.perf_counter() - start)
         self._results[policy] = result
         self.n_evaluations += 1
         if self.store is not None:
             self.store.put(policy, score)
         return result
+
+    def deployed_model(self, policy: Policy, *, native_int4: bool = False) -> onnx.ModelProto:
+        """The deployable QDQ model of ``policy``, as ``apply`` and ``search`` write it."""
+        return emit_qdq_model(self.model, policy, self.calibration, profile=self.profile_name,
+                              native_int4=native_int4)
+
+    def evaluate_deployed(self, policy: Policy, *, native_int4: bool = False) -> EvalResult:
+        """The metric of ``policy``'s emitted QDQ model, run as it is (memoized, persisted)."""
+        known = self._deployed.get((policy, native_int4))
+        if known is not None:
+            return EvalResult(known.score, known.n_samples, 0.0, cached=True)
+        engine = DEPLOYED + ("-int4" if native_int4 else "")
+        stored = self.store.get(policy, engine=engine) if self.store is not None else None
+        if stored is not None:
+            result = EvalResult(stored, len(self.data), 0.0, cached=True)
+        else:
+            start = time.perf_counter()
+            model = self.deployed_model(policy, native_int4=native_int4)
+            score = self.score_outputs(self.run_model(model.SerializeToString()))
+            result = EvalResult(score, len(self.data), time.perf_counter() - start)
+            self.n_deployed += 1
+            if self.store is not None:
+                self.store.put(policy, score, engine=engine)
+        self._deployed[(policy, native_int4)] = result
+        return result
+
+    def run_model(self, model: bytes) -> np.ndarray:
+        """First output of a whole model (same inputs) on the evaluation set, in a new session."""
+        return self._run(self.runtime.session(model))
+
+    def score_outputs(self, outputs: np.ndarray) -> float:
+        return self.metric(outputs, self.reference, self.data.labels)
 
     @property
     def history(self) -> dict[Policy, EvalResult]:
@@ -163,15 +209,26 @@ class Evaluator:
         for k in range(start, last + 1):
             segment = self.plan.segments[k]
             session = self.sessions.get((k, configs[k]), partial(self._segment_session, k, policy))
-            carried = [session.run([segment.output], feed)[0] for feed in feeds]
+            carried = self._run_batches(session, segment.output, feeds)
             if k < last:
                 self.boundaries.put((k, tuple(configs[:k + 1])), carried)
                 feeds = [{segment.output: a} for a in carried]
         assert carried is not None
         return np.concatenate(carried)
 
+    def _run_batches(self, session: ort.InferenceSession, output: str,
+                     feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
+        """``output`` for every batch, ``self._workers`` batches at a time (in order)."""
+        def run(feed: dict[str, np.ndarray]) -> np.ndarray:
+            return session.run([output], feed)[0]
+        if self._pool is None or len(feeds) == 1:
+            return [run(feed) for feed in feeds]
+        return list(self._pool.map(run, feeds))
+
     def _segment_session(self, k: int, policy: Policy) -> ort.InferenceSession:
-        return self.runtime.session(self.segment_eval_model(k, policy), arena=False)
+        single = 1 if self._pool is not None else None
+        return self.runtime.session(self.segment_eval_model(k, policy), arena=False,
+                                    threads=single)
 
     def segment_eval_model(self, k: int, policy: Policy) -> onnx.ModelProto:
         """Segment ``k`` of :meth:`eval_model`, standalone."""
@@ -226,7 +283,8 @@ class Evaluator:
         return self.runtime.session(self.eval_model(policy))
 
     def _run(self, session: ort.InferenceSession) -> np.ndarray:
-        parts = [session.run([self._output], batch)[0]
+        output = session.get_outputs()[0].name
+        parts = [session.run([output], batch)[0]
                  for batch in self.data.batches(self.batch_size)]
         return np.concatenate(parts)
 

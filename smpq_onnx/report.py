@@ -17,7 +17,8 @@ from smpq_onnx.search import SearchResult, SearchSettings
 
 def build_report(result: SearchResult, *, method: str, model: str, profile: str, metric: str,
                  budget: Budget, costs: CostModel, settings: SearchSettings,
-                 evaluations: int, resumed: int, history: list[dict[str, Any]],
+                 evaluations: int, resumed: int, deployed_evaluations: int,
+                 history: list[dict[str, Any]],
                  phases: dict[str, float], n_eval: int, provider: str) -> dict[str, Any]:
     game = result.game
     contributions = []
@@ -37,6 +38,8 @@ def build_report(result: SearchResult, *, method: str, model: str, profile: str,
     return {
         "model": model, "profile": profile, "metric": metric, "eval_samples": n_eval,
         "fp32": result.fp32_score, "final": result.score,
+        "final_engine": "emitted QDQ model",
+        "final_fast_engine": result.details.get("fast_engine_score"),
         "policy": result.policy.to_json_dict(),
         "costs": result.costs.to_json_dict(),
         "budget": [{"resource": line.resource, "used": line.used, "limit": line.limit,
@@ -48,6 +51,7 @@ def build_report(result: SearchResult, *, method: str, model: str, profile: str,
                         "uniform": len(set(p.values())) == 1}
                        for p, s in result.candidates],
         "evaluations": evaluations, "resumed_evaluations": resumed,
+        "deployed_evaluations": deployed_evaluations,
         "evaluated_policies": history,
         "phases_s": phases,
         "method_details": dict(result.details),
@@ -70,9 +74,12 @@ def markdown(report: dict[str, Any], *, percent: bool) -> str:
         "",
         "| | value |", "|---|---|",
         f"| FP32 | {report['fp32'] * scale:.4f}{unit} |",
-        f"| chosen policy | {report['final'] * scale:.4f}{unit} |",
+        f"| chosen policy (emitted QDQ model) | {report['final'] * scale:.4f}{unit} |",
+        *([f"| chosen policy (fake-quant engine of the search) | "
+           f"{report['final_fast_engine'] * scale:.4f}{unit} |"]
+          if report.get("final_fast_engine") is not None else []),
         f"| real evaluations | {report['evaluations']} (+{report['resumed_evaluations']} "
-        "resumed) |",
+        f"resumed; {report['deployed_evaluations']} of emitted models) |",
         f"| wall time | {sum(report['phases_s'].values()):.1f} s |",
         "",
         "## Budgets", "", "| resource | used | limit | fits |", "|---|---|---|---|",
@@ -85,7 +92,7 @@ def markdown(report: dict[str, Any], *, percent: bool) -> str:
               f"{la['macs']} | {la['bops']} | {la['weight_bytes']} |" for la in report["layers"]]
     lines += ["", "## Candidates evaluated at selection", "", "| # | source | score | BOPs |",
               "|---|---|---|---|"]
-    lines += [f"| {i + 1} | {'uniform guard' if c['uniform'] else 'knapsack'} | "
+    lines += [f"| {i + 1} | {'uniform' if c['uniform'] else 'mixed'} | "
               f"{c['score'] * scale:.4f}{unit} | {c['bops']} |"
               for i, c in enumerate(report["candidates"])]
     if report.get("method_details"):

@@ -6,7 +6,9 @@
 2. Utilities u[unit, option] = sum of the option's players' Shapley values (pooled over rounds).
 3. ``knapsack`` selection (default): the multiple-choice knapsack ILP of
    :mod:`smpq_onnx.selection` over every budget; its best few solutions, plus the most precise
-   uniform policy that fits (a guard), are evaluated for real and the best is kept.
+   uniform policy that fits (a guard), are evaluated for real, as their emitted QDQ models
+   (``Evaluator.evaluate_deployed``), and the best is kept: the reported metric is the one the
+   written model has.
    ``paper`` selection: per unit, the option of largest alpha (the paper's final step, which
    ignores budgets; reported with its costs).
 """
@@ -245,7 +247,7 @@ def select(game: QuantizationGame, costs: CostModel, budget: Budget, phi: np.nda
     uniform = best_uniform_policy(game, costs, budget)
     if uniform is not None and uniform not in policies:
         policies.append(uniform)  # a guard: never worse than the best uniform that fits
-    scored = [(policy, evaluator.evaluate(policy).score) for policy in policies]
+    scored = [(policy, evaluator.evaluate_deployed(policy).score) for policy in policies]
     best_policy, best_score = max(scored, key=lambda item: (item[1], -costs.cost(item[0]).bops))
     return best_policy, best_score, scored
 
@@ -285,7 +287,7 @@ def shapley_search(game: QuantizationGame, evaluator: Evaluator, costs: CostMode
     start = time.perf_counter()
     if settings.selection == "paper":
         policy = paper_selection(game, alpha)
-        scored = [(policy, evaluator.evaluate(policy).score)]
+        scored = [(policy, evaluator.evaluate_deployed(policy).score)]
         score = scored[0][1]
     else:
         policy, score, scored = select(game, costs, budget, phi, evaluator,

@@ -117,7 +117,8 @@ def test_apply_bundled_example_random_policy_reproduces_the_evaluator(
                                   "--optimization", optimization, "--json")
     assert code == 0, stderr
     report = json.loads(stdout)
-    assert report["match"] and report["emitted"] == report["evaluator"]
+    assert report["match"] and report["emitted"] == report["deployed"]
+    assert report["evaluator"] == report["emitted"]  # on this example the engines agree exactly
     assert out.is_file() and Path(report["encodings"]).is_file()
     onnx.checker.check_model(onnx.load(str(out)))
     assert sorted(p.name for p in out.parent.iterdir()) == ["model.qdq.encodings.json",
