@@ -26,7 +26,8 @@ from smpq_onnx.dmpq import DmpqSettings, dmpq_search
 from smpq_onnx.emit import emit_qdq_model, encodings, save_model_atomic, write_json_atomic
 from smpq_onnx.errors import SmpqError
 from smpq_onnx.evalstore import EvaluationStore, fingerprint
-from smpq_onnx.game import QuantizationGame
+from smpq_onnx.game import SEMANTICS, QuantizationGame
+from smpq_onnx.options import Option
 from smpq_onnx.plots import bits_per_layer, contribution_heatmap, metric_vs_bops
 from smpq_onnx.policy import write_policy, write_text_atomic
 from smpq_onnx.report import build_report, markdown
@@ -68,6 +69,18 @@ class AccuracyTargetMissed(SmpqError):
               "sized to --max-evals).")
 @click.option("--max-evals", type=int, default=DEFAULT_MAX_EVALS, show_default=True,
               help="Evaluation budget that sizes the default --samples/--rounds.")
+@click.option("--semantics", type=click.Choice(list(SEMANTICS)), default="hard",
+              show_default=True, help="Several present options of a layer: hard = the one "
+              "of largest alpha; mix = softmax(alpha)-weighted mixture (the paper's).")
+@click.option("--reference", "reference_text", default="FP32", show_default=True,
+              help="Precision of layers with no present option in a coalition (e.g. W8A8).")
+@click.option("--truncation", type=float, default=SearchSettings.truncation,
+              show_default=True, help="Permutation estimators: stop a permutation once the "
+              "metric falls below this fraction of FP32's (0 disables).")
+@click.option("--xi", type=float, default=SearchSettings.xi, show_default=True,
+              help="Step of the alpha update (paper's xi).")
+@click.option("--beta", type=float, default=SearchSettings.beta, show_default=True,
+              help="Momentum of the alpha update (paper's beta; lambda = 1 - beta).")
 @click.option("--selection", type=click.Choice(["knapsack", "paper"]), default="knapsack",
               show_default=True, help="knapsack: ILP over every budget; paper: argmax alpha.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -84,7 +97,8 @@ class AccuracyTargetMissed(SmpqError):
 @click.option("--json", "as_json", is_flag=True, help="Print the report JSON to stdout.")
 def search_command(model: Path | None, hw_name: str, data: str | None, calib_data: str | None,
                    metric: str | None, method: str, estimator: str, samples: int | None,
-                   rounds: int | None, max_evals: int, selection: str, seed: int,
+                   rounds: int | None, max_evals: int, semantics: str, reference_text: str,
+                   truncation: float, xi: float, beta: float, selection: str, seed: int,
                    budget_bops: int | None, budget_bops_ratio: float | None,
                    budget_flash: int | None, budget_sram: int | None,
                    budget_latency_ms: float | None, max_drop: float | None, out_dir: Path,
@@ -102,10 +116,13 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
         setup_s = time.perf_counter() - started
         store = EvaluationStore(out_dir / ".cache" / f"evaluations-{_fingerprint(context)}.jsonl")
         context.evaluator.store = store
-        game = QuantizationGame(context.space)
-        settings = sized_settings(game, SearchSettings(estimator=estimator, selection=selection,
-                                                       seed=seed),
-                                  max_evals=max_evals, samples=samples, rounds=rounds)
+        base = SearchSettings(estimator=estimator, selection=selection, seed=seed, xi=xi,
+                              beta=beta, truncation=truncation or None, semantics=semantics,
+                              reference=str(Option.parse(reference_text)))
+        game = QuantizationGame(context.space, reference=Option.parse(base.reference),
+                                semantics=semantics)
+        settings = sized_settings(game, base, max_evals=max_evals, samples=samples,
+                                  rounds=rounds)
         try:
             result = _run_method(method, game, context, budget, settings, max_evals, progress)
             missed = None

@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from smpq_onnx.options import Mixture
 from smpq_onnx.policy import Policy
 
 FAST = "fast"
@@ -21,7 +22,11 @@ DEPLOYED = "deployed"
 
 
 def policy_key(policy: Policy, engine: str = FAST) -> str:
-    key = json.dumps(policy.to_json_dict(), sort_keys=True, separators=(",", ":"))
+    if any(isinstance(option, Mixture) for option in policy.values()):
+        key = "mix:" + json.dumps({name: str(o) for name, o in policy.items()}, sort_keys=True,
+                                  separators=(",", ":"))
+    else:
+        key = json.dumps(policy.to_json_dict(), sort_keys=True, separators=(",", ":"))
     return key if engine == FAST else f"{engine}:{key}"
 
 

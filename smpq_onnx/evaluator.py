@@ -40,7 +40,7 @@ from smpq_onnx.fakequant import build_eval_model
 from smpq_onnx.importer import ImportedModel
 from smpq_onnx.layers import QuantizableLayer
 from smpq_onnx.metrics import Metric
-from smpq_onnx.options import FLOAT_BITS, Option
+from smpq_onnx.options import FLOAT_BITS, Mixture, Option, Shares, shares_of
 from smpq_onnx.policy import Policy
 from smpq_onnx.prefix_cache import BoundaryCache, SessionCache
 from smpq_onnx.runtime import RuntimeConfig
@@ -108,7 +108,7 @@ class Evaluator:
         self.sessions: SessionCache[ort.InferenceSession] = SessionCache(session_cache)
         self._workers = self.runtime.batch_workers()
         self._pool = ThreadPoolExecutor(self._workers) if self._workers > 1 else None
-        self._weights: dict[tuple[str, int], onnx.TensorProto] = {}
+        self._weights: dict[tuple[str, Shares], onnx.TensorProto] = {}
         self._biases: dict[tuple[str, int, int], onnx.TensorProto] = {}
         self._results: dict[Policy, EvalResult] = {}
         self._deployed: dict[tuple[Policy, bool], EvalResult] = {}
@@ -206,24 +206,25 @@ class Evaluator:
             feeds = list(self.data.batches(self.batch_size))
         else:
             feeds = [{self.plan.segments[start].inputs[0]: a} for a in carried]
-        for k in range(start, last + 1):
-            segment = self.plan.segments[k]
-            session = self.sessions.get((k, configs[k]), partial(self._segment_session, k, policy))
-            carried = self._run_batches(session, segment.output, feeds)
-            if k < last:
-                self.boundaries.put((k, tuple(configs[:k + 1])), carried)
-                feeds = [{segment.output: a} for a in carried]
-        assert carried is not None
-        return np.concatenate(carried)
+        chain = [(self.sessions.get((k, configs[k]), partial(self._segment_session, k, policy)),
+                  self.plan.segments[k].output) for k in range(start, last + 1)]
 
-    def _run_batches(self, session: ort.InferenceSession, output: str,
-                     feeds: list[dict[str, np.ndarray]]) -> list[np.ndarray]:
-        """``output`` for every batch, ``self._workers`` batches at a time (in order)."""
-        def run(feed: dict[str, np.ndarray]) -> np.ndarray:
-            return session.run([output], feed)[0]
+        def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            """One batch through every remaining segment (it stays in cache on one core)."""
+            outputs = []
+            for session, output in chain:
+                outputs.append(session.run([output], feed)[0])
+                feed = {output: outputs[-1]}
+            return outputs
+
         if self._pool is None or len(feeds) == 1:
-            return [run(feed) for feed in feeds]
-        return list(self._pool.map(run, feeds))
+            per_batch = [run(feed) for feed in feeds]
+        else:
+            per_batch = list(self._pool.map(run, feeds))
+        for k in range(start, last):
+            self.boundaries.put((k, tuple(configs[:k + 1])),
+                                [outputs[k - start] for outputs in per_batch])
+        return np.concatenate([outputs[-1] for outputs in per_batch])
 
     def _segment_session(self, k: int, policy: Policy) -> ort.InferenceSession:
         single = 1 if self._pool is not None else None
@@ -236,7 +237,7 @@ class Evaluator:
         model = build_eval_model(self._segment_skeletons[k], segment.layers, policy,
                                  self.calibration.activation)
         weights = {layer.weight for layer in segment.layers}
-        model.graph.initializer.extend(self._weight_tensor(layer, policy[layer.name].w_bits)
+        model.graph.initializer.extend(self._weight_tensor(layer, policy[layer.name])
                                        for layer in self._distinct_weight_layers
                                        if layer.weight in weights)
         inside = {layer.name for layer in segment.layers}
@@ -253,16 +254,18 @@ class Evaluator:
         """
         model = build_eval_model(self._skeleton, self.model.layers, policy,
                                  self.calibration.activation)
-        model.graph.initializer.extend(self._weight_tensor(layer, policy[layer.name].w_bits)
+        model.graph.initializer.extend(self._weight_tensor(layer, policy[layer.name])
                                        for layer in self._distinct_weight_layers)
         model.graph.initializer.extend(self._bias_tensor(layer, policy[layer.name])
                                        for layer in self._biased_layers)
         return model
 
     def _bias_tensor(self, layer: QuantizableLayer, option: Option) -> onnx.TensorProto:
-        """int32-quantized bias when the layer's input and weight are both quantized."""
+        """int32-quantized bias when the layer's input and weight are both quantized (at one
+        width each; a mixture keeps the float bias)."""
         assert layer.bias is not None
-        quantized = option.w_bits != FLOAT_BITS and option.a_bits != FLOAT_BITS
+        quantized = (option.w_bits != FLOAT_BITS and option.a_bits != FLOAT_BITS
+                     and not isinstance(option, Mixture))
         key = (layer.name, option.w_bits, option.a_bits) if quantized else (layer.name, 0, 0)
         if key not in self._biases:
             deployed = (self.calibration.bias(layer, option.w_bits, option.a_bits)
@@ -271,13 +274,22 @@ class Evaluator:
             self._biases[key] = numpy_helper.from_array(array, layer.bias)
         return self._biases[key]
 
-    def _weight_tensor(self, layer: QuantizableLayer, bits: int) -> onnx.TensorProto:
-        key = (layer.weight, bits)
+    def _weight_tensor(self, layer: QuantizableLayer, option: Option) -> onnx.TensorProto:
+        """The fake-quantized weight; for a mixture, sum_b p_b Q_b(W)."""
+        shares = shares_of(option, "w")
+        key = (layer.weight, shares)
         if key not in self._weights:
-            array = (self._original_constants[layer.weight] if bits == FLOAT_BITS
-                     else self.calibration.weight(layer, bits))
+            if len(shares) == 1:
+                array = self._weight_array(layer, shares[0][0])
+            else:
+                array = np.asarray(np.sum([share * self._weight_array(layer, bits)
+                                           for bits, share in shares], axis=0), np.float32)
             self._weights[key] = numpy_helper.from_array(array, layer.weight)
         return self._weights[key]
+
+    def _weight_array(self, layer: QuantizableLayer, bits: int) -> np.ndarray:
+        return (self._original_constants[layer.weight] if bits == FLOAT_BITS
+                else self.calibration.weight(layer, bits))
 
     def session(self, policy: Policy) -> ort.InferenceSession:
         return self.runtime.session(self.eval_model(policy))

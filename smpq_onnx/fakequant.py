@@ -22,7 +22,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from smpq_onnx.layers import QuantizableLayer
-from smpq_onnx.options import FLOAT_BITS
+from smpq_onnx.options import FLOAT_BITS, Shares, shares_of
 from smpq_onnx.policy import Policy
 from smpq_onnx.quantizers import ActivationQuantParams
 
@@ -108,12 +108,16 @@ def _float_chain(tensor: str, params: ActivationQuantParams
 
 def build_eval_model(base: onnx.ModelProto, layers: Iterable[QuantizableLayer],
                      policy: Policy, activation_params: ActivationParamsFn) -> onnx.ModelProto:
-    """Copy of ``base`` with an activation fake-quant chain before every quantized layer."""
-    rewire: dict[str, tuple[str, int]] = {}  # layer name -> (tensor, bits)
+    """Copy of ``base`` with an activation fake-quant chain before every quantized layer.
+
+    A :class:`~smpq_onnx.options.Mixture` input gets one chain per width and their weighted
+    Sum (the paper's mix semantics).
+    """
+    rewire: dict[str, tuple[str, Shares]] = {}  # layer name -> (tensor, activation shares)
     for layer in layers:
-        a_bits = policy[layer.name].a_bits
-        if a_bits != FLOAT_BITS:
-            rewire[layer.name] = (layer.activation, a_bits)
+        shares = shares_of(policy[layer.name], "a")
+        if shares != ((FLOAT_BITS, 1.0),):
+            rewire[layer.name] = (layer.activation, shares)
 
     opset = next(o.version for o in base.opset_import if o.domain in ("", "ai.onnx"))
     model = onnx.ModelProto()
@@ -121,20 +125,46 @@ def build_eval_model(base: onnx.ModelProto, layers: Iterable[QuantizableLayer],
     graph = model.graph
     del graph.node[:]
     placed: set[tuple[str, int]] = set()
+    mixes: dict[tuple[str, Shares], str] = {}
     for original in base.graph.node:
         node = original
         if original.name in rewire:
-            tensor, bits = rewire[original.name]
-            if (tensor, bits) not in placed:
-                chain, constants = activation_chain(tensor, activation_params(tensor, bits),
-                                                    opset=opset)
-                graph.node.extend(chain)
+            tensor, shares = rewire[original.name]
+            for bits, _ in shares:
+                if (tensor, bits) not in placed:
+                    chain, constants = activation_chain(tensor, activation_params(tensor, bits),
+                                                        opset=opset)
+                    graph.node.extend(chain)
+                    graph.initializer.extend(constants)
+                    placed.add((tensor, bits))
+            if len(shares) == 1:
+                quantized = fake_quant_tensor_name(tensor, shares[0][0])
+            elif (tensor, shares) in mixes:
+                quantized = mixes[(tensor, shares)]
+            else:
+                quantized = f"{tensor}__smpq_mix{len(mixes)}"
+                nodes, constants = _mixture_sum(tensor, shares, quantized)
+                graph.node.extend(nodes)
                 graph.initializer.extend(constants)
-                placed.add((tensor, bits))
+                mixes[(tensor, shares)] = quantized
             node = onnx.NodeProto()
             node.CopyFrom(original)
             for i, name in enumerate(node.input):
                 if name == tensor:
-                    node.input[i] = fake_quant_tensor_name(tensor, bits)
+                    node.input[i] = quantized
         graph.node.append(node)
     return model
+
+
+def _mixture_sum(tensor: str, shares: Shares, out: str
+                 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """``out = sum_b p_b * fq_b(tensor)``."""
+    nodes, constants, terms = [], [], []
+    for bits, share in shares:
+        weight, term = f"{out}_p{bits}", f"{out}_t{bits}"
+        constants.append(numpy_helper.from_array(np.array(share, dtype=np.float32), weight))
+        nodes.append(helper.make_node("Mul", [fake_quant_tensor_name(tensor, bits), weight],
+                                      [term], name=term))
+        terms.append(term)
+    nodes.append(helper.make_node("Sum", terms, [out], name=out))
+    return nodes, constants

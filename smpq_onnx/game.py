@@ -6,9 +6,16 @@ is a deployable policy. Players are (unit, option) pairs; where the profile allo
 unit with 7 weight and 7 activation widths has 14 players instead of 49.
 
 A coalition S maps to a policy: a unit with no present player stays at the reference
-precision (FP32); with present players it takes, per side, the present player of largest
-alpha ("hard" semantics; ties go to the higher bit-width). Only the realized policy is
-evaluated, and the evaluator memoizes it, so many permutation steps cost nothing.
+precision (FP32 unless chosen otherwise); with present players it takes, per side,
+
+- ``hard`` (default): the present player of largest alpha (ties go to the higher bit-width),
+  so every coalition is a deployable policy and many permutation steps change nothing;
+- ``mix`` (the paper's Eq. 1/3): a :class:`~smpq_onnx.options.Mixture` of the present
+  widths weighted by softmax(alpha) over the present players only (renormalized, so weights
+  keep their scale when no BatchNorm follows); joint (W, A) players mix each side with the
+  summed shares of the players that carry its width.
+
+Only the realized policy is evaluated, and the evaluator memoizes it.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from smpq_onnx.options import FLOAT_BITS, Option
+from smpq_onnx.errors import PolicyError
+from smpq_onnx.options import FLOAT_BITS, FP32, Mixture, Option
 from smpq_onnx.policy import Policy
 from smpq_onnx.space import SearchSpace
 
@@ -45,9 +53,23 @@ class Unit:
     """Quantized options legal for every layer of the unit."""
 
 
+SEMANTICS = ("hard", "mix")
+
+
 class QuantizationGame:
-    def __init__(self, space: SearchSpace, *, split_sides: bool | None = None) -> None:
+    def __init__(self, space: SearchSpace, *, split_sides: bool | None = None,
+                 reference: Option = FP32, semantics: str = "hard") -> None:
+        if semantics not in SEMANTICS:
+            raise ValueError(f"unknown semantics {semantics!r}; use one of {SEMANTICS}")
+        if not reference.is_float:
+            illegal = [name for name, legal in space.options.items() if reference not in legal]
+            if illegal:
+                raise PolicyError(f"reference precision {reference} is not legal for layer "
+                                  f"{illegal[0]} under this profile; choose FP32 or an option "
+                                  "every layer allows")
         self.space = space
+        self.reference = reference
+        self.semantics = semantics
         units = []
         for group in space.groups:
             common = set(space.options[group.layers[0]])
@@ -75,32 +97,50 @@ class QuantizationGame:
         self.unit_names = [u.name for u in self.units]
 
     def realize(self, present: Iterable[int], alpha: np.ndarray | None = None) -> Policy:
-        """The policy of the coalition given by player indices (hard semantics)."""
-        best: dict[tuple[int, str], tuple[float, int, int]] = {}
+        """The policy of the coalition given by player indices."""
+        by_side: dict[tuple[int, str], list[int]] = {}
         for index in present:
             player = self.players[index]
-            priority = float(alpha[index]) if alpha is not None else 0.0
-            bits = player.w_bits if player.side == "w" else player.a_bits
-            if player.side == "wa":
-                bits = player.w_bits * 100 + player.a_bits
-            key = (player.unit, player.side)
-            candidate = (priority, bits, index)
-            if key not in best or candidate > best[key]:
-                best[key] = candidate
+            by_side.setdefault((player.unit, player.side), []).append(index)
+        reference = {"w": {(self.reference.w_bits, FLOAT_BITS): 1.0},
+                     "a": {(FLOAT_BITS, self.reference.a_bits): 1.0}}
         chosen: dict[str, Option] = {}
         for unit_index, unit in enumerate(self.units):
             if self.split_sides:
-                w = best.get((unit_index, "w"))
-                a = best.get((unit_index, "a"))
-                option = Option(self.players[w[2]].w_bits if w else FLOAT_BITS,
-                                self.players[a[2]].a_bits if a else FLOAT_BITS)
+                w = self._shares(by_side.get((unit_index, "w"), []), alpha) or reference["w"]
+                a = self._shares(by_side.get((unit_index, "a"), []), alpha) or reference["a"]
+                option = Mixture.of({b: p for (b, _), p in w.items()},
+                                    {b: p for (_, b), p in a.items()})
             else:
-                joint = best.get((unit_index, "wa"))
-                option = (Option(self.players[joint[2]].w_bits, self.players[joint[2]].a_bits)
-                          if joint else Option(FLOAT_BITS, FLOAT_BITS))
+                joint = self._shares(by_side.get((unit_index, "wa"), []), alpha)
+                if not joint:
+                    option = self.reference
+                else:
+                    w_shares: dict[int, float] = {}
+                    a_shares: dict[int, float] = {}
+                    for (w_bits, a_bits), share in joint.items():
+                        w_shares[w_bits] = w_shares.get(w_bits, 0.0) + share
+                        a_shares[a_bits] = a_shares.get(a_bits, 0.0) + share
+                    option = Mixture.of(w_shares, a_shares)
             for layer in unit.layers:
                 chosen[layer] = option
         return Policy(chosen)
+
+    def _shares(self, indices: list[int], alpha: np.ndarray | None
+                ) -> dict[tuple[int, int], float]:
+        """(w_bits, a_bits) of the present players of one unit side -> share of the side."""
+        if not indices:
+            return {}
+        priority = np.zeros(len(indices)) if alpha is None else alpha[indices].astype(float)
+        players = [self.players[i] for i in indices]
+        if self.semantics == "hard":
+            best = max(range(len(indices)), key=lambda k: (
+                priority[k], players[k].w_bits, players[k].a_bits, indices[k]))
+            return {(players[best].w_bits, players[best].a_bits): 1.0}
+        weights = np.exp(priority - priority.max())
+        weights /= weights.sum()
+        return {(p.w_bits, p.a_bits): float(share)
+                for p, share in zip(players, weights, strict=True)}
 
     def unit_utilities(self, phi: np.ndarray) -> list[dict[Option, float]]:
         """Utility of each legal option of each unit: the sum of its players' values."""

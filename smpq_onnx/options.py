@@ -54,3 +54,50 @@ class Option:
 
 
 FP32 = Option(FLOAT_BITS, FLOAT_BITS)
+
+
+Shares = tuple[tuple[int, float], ...]
+"""(bits, probability) pairs, sorted by bits, probabilities summing to 1."""
+
+
+@dataclass(frozen=True, order=True)
+class Mixture(Option):
+    """A soft choice among bit-widths: the SMPQ paper's "mix" coalition semantics (Eq. 1/3).
+
+    The layer computes with sum_b p_b Q_b(W) as weights and sum_b p_b Q_b(x) as input. Only
+    the fake-quant engine evaluates mixtures; they are never emitted. ``w_bits``/``a_bits`` are
+    the most probable widths (what a cost model reads).
+    """
+
+    w_shares: Shares = ()
+    a_shares: Shares = ()
+
+    @classmethod
+    def of(cls, w: dict[int, float], a: dict[int, float]) -> Option:
+        """The mixture of ``w`` and ``a`` shares (normalized), or a plain Option if both are
+        single widths. Probabilities are rounded to 1e-9 so equal mixtures hash equal."""
+        w_shares, a_shares = _normalized(w), _normalized(a)
+        if len(w_shares) == 1 and len(a_shares) == 1:
+            return Option(w_shares[0][0], a_shares[0][0])
+        return cls(_most_likely(w_shares), _most_likely(a_shares), w_shares, a_shares)
+
+    def __str__(self) -> str:
+        def side(shares: Shares) -> str:
+            return "{" + ",".join(f"{b}:{p:.3f}" for b, p in shares) + "}"
+        return f"W{side(self.w_shares)}A{side(self.a_shares)}"
+
+
+def shares_of(option: Option, side: str) -> Shares:
+    """The (bits, probability) pairs of one side ("w" or "a") of any option."""
+    if isinstance(option, Mixture):
+        return option.w_shares if side == "w" else option.a_shares
+    return ((option.w_bits if side == "w" else option.a_bits, 1.0),)
+
+
+def _normalized(shares: dict[int, float]) -> Shares:
+    total = sum(shares.values())
+    return tuple(sorted((bits, round(p / total, 9)) for bits, p in shares.items() if p > 0))
+
+
+def _most_likely(shares: Shares) -> int:
+    return max(shares, key=lambda item: (item[1], item[0]))[0]

@@ -55,6 +55,10 @@ class SearchSettings:
     beta: float = 0.8
     truncation: float | None = 0.5
     """Stop a permutation once V(S) < truncation * V(empty) (percent metrics only)."""
+    semantics: str = "hard"
+    """How a coalition realizes several present options of a unit (:mod:`smpq_onnx.game`)."""
+    reference: str = "FP32"
+    """Precision of units with no present option."""
     selection: str = "knapsack"
     candidates: int = 3
     seed: int = 0

@@ -13,7 +13,7 @@ from smpq_onnx.dataset import Dataset
 from smpq_onnx.evaluator import Evaluator
 from smpq_onnx.importer import import_model
 from smpq_onnx.metrics import BUILTIN_METRICS
-from smpq_onnx.options import FP32, Option
+from smpq_onnx.options import FP32, Mixture, Option, shares_of
 from smpq_onnx.policy import Policy
 from smpq_onnx.runtime import RuntimeConfig
 
@@ -81,23 +81,31 @@ def layer_references(x: np.ndarray, inits: dict, evaluator: Evaluator, policy: P
     got = dict(zip(fetch, evaluator.runtime.session(model).run(fetch, {"x": x}), strict=True))
 
     def act(tensor: str, value: np.ndarray, layer: str) -> np.ndarray:
-        bits = policy[layer].a_bits
-        if bits == 32:
-            return value.astype(np.float64)
-        p = cal.activation(tensor, bits)
-        return ref_act(value, p.scale, p.zero_point, p.qmin, p.qmax)
+        """A mixture's input is the share-weighted sum of its widths' fake-quant tensors."""
+        total = np.zeros(value.shape)
+        for bits, share in shares_of(policy[layer], "a"):
+            if bits == 32:
+                total += share * value.astype(np.float64)
+                continue
+            p = cal.activation(tensor, bits)
+            total += share * ref_act(value, p.scale, p.zero_point, p.qmin, p.qmax)
+        return total
 
     def weight(name: str, layer: str) -> np.ndarray:
-        bits = policy[layer].w_bits
-        if bits == 32:
-            return inits[name].astype(np.float64)
-        return ref_weight(inits[name], cal.weight_scales(layers[layer], bits), bits,
-                          layers[layer].channel_axis)
+        total = np.zeros(inits[name].shape)
+        for bits, share in shares_of(policy[layer], "w"):
+            if bits == 32:
+                total += share * inits[name].astype(np.float64)
+                continue
+            total += share * ref_weight(inits[name], cal.weight_scales(layers[layer], bits),
+                                        bits, layers[layer].channel_axis)
+        return total
 
     def bias(name: str, layer: str, tensor: str) -> np.ndarray:
-        """int32 codes at scale s_x * s_w when input and weight are both quantized."""
+        """int32 codes at scale s_x * s_w when input and weight are both quantized (at one
+        width: a mixture keeps the float bias)."""
         option = policy[layer]
-        if 32 in (option.w_bits, option.a_bits):
+        if 32 in (option.w_bits, option.a_bits) or isinstance(option, Mixture):
             return inits[name].astype(np.float64)
         s = (np.float32(cal.activation(tensor, option.a_bits).scale)
              * cal.weight_scales(layers[layer], option.w_bits).astype(np.float32))
@@ -147,6 +155,19 @@ def test_mixed_float_layers_and_old_opset_float_chain() -> None:
     evaluator, inits, x = make_evaluator("all", opset=11)
     policy = Policy({"conv1": Option(5, 3), "conv2": FP32, "fc": Option(32, 6)})
     assert_layers_match(layer_references(x, inits, evaluator, policy))
+
+
+@pytest.mark.parametrize("optimization", ["basic", "all"])
+def test_mixtures_equal_the_share_weighted_numpy_reference(optimization: str) -> None:
+    """The paper's mix semantics: sum_b p_b Q_b(W) as weights, sum_b p_b Q_b(x) as input."""
+    evaluator, inits, x = make_evaluator(optimization)
+    policy = Policy({"conv1": Mixture.of({2: 0.2, 4: 0.3, 8: 0.5}, {3: 0.6, 6: 0.4}),
+                     "conv2": Mixture.of({4: 1.0}, {2: 0.5, 8: 0.5}),
+                     "fc": Mixture.of({3: 0.7, 5: 0.3}, {8: 1.0})})
+    assert all(isinstance(option, Mixture) for option in policy.values())
+    assert_layers_match(layer_references(x, inits, evaluator, policy))
+    plain = policy.replace(conv1=Option(8, 6))
+    assert evaluator.evaluate(policy).score != evaluator.evaluate(plain).score
 
 
 def test_quantized_activation_is_bit_exact() -> None:

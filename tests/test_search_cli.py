@@ -116,3 +116,27 @@ def test_unreachable_accuracy_target_exits_4_and_still_writes(tmp_path: Path) ->
     assert result.returncode == 4, result.stderr
     assert "the best found" in result.stderr
     assert (tmp_path / "model.qdq.onnx").exists() and (tmp_path / "policy.json").exists()
+
+
+def test_paper_mode_mix_semantics_with_a_reference_precision(tmp_path: Path) -> None:
+    """The paper's configuration: permutations with truncation, mix semantics, momentum
+    rounds, argmax-alpha selection; absent layers at W8A8 instead of FP32."""
+    report = json.loads(search(tmp_path, "--estimator", "permutation", "--semantics", "mix",
+                               "--reference", "w8a8", "--selection", "paper", "--samples", "2",
+                               "--rounds", "2", "--truncation", "0.5").stdout)
+    settings = report["settings"]
+    assert (settings["semantics"], settings["reference"], settings["rounds"]) == (
+        "mix", "W8A8", 2)
+    store = next((tmp_path / ".cache").glob("*.jsonl")).read_text().splitlines()
+    assert any(json.loads(line)["policy"].startswith("mix:") for line in store)
+    # Alpha moved between the two rounds, and the argmax-alpha policy is a plain policy.
+    assert any(c["alpha"] != 0 for c in report["contributions"])
+    assert all(set(v) == {"w_bits", "a_bits"} for v in report["policy"].values())
+    assert report["evaluations"] > 0 and 0 <= report["final"] <= 1
+
+
+def test_illegal_reference_is_a_one_line_error(tmp_path: Path) -> None:
+    result = search(tmp_path, "--hw", "mcu", "--reference", "W2A2", *FAST, check=False)
+    assert result.returncode == 2
+    assert "reference precision W2A2 is not legal" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
