@@ -34,7 +34,9 @@ def run_search(args: list[str], out: Path) -> dict:
     report = json.loads(result.stdout)
     return {"wall_s": time.perf_counter() - start, "phases_s": report["phases_s"],
             "evaluations": report["evaluations"], "fp32": report["fp32"],
-            "final": report["final"], "costs": report["costs"], "budget": report["budget"],
+            "final": report["final"], "final_fast_engine": report["final_fast_engine"],
+            "deployed_evaluations": report["deployed_evaluations"],
+            "costs": report["costs"], "budget": report["budget"],
             "settings": report["settings"], "players": len(report["contributions"]),
             "layers": len(report["layers"]), "eval_samples": report["eval_samples"]}
 
