@@ -12,6 +12,7 @@ uniform guard, so the estimator alone decides).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -24,11 +25,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import bundled_example
 
 from smpq_onnx.budget import Budget
+from smpq_onnx.control_variate import SeparableControlVariate
 from smpq_onnx.cost import CostModel
 from smpq_onnx.game import QuantizationGame
 from smpq_onnx.profile import load_profile
 from smpq_onnx.runtime import RuntimeConfig
-from smpq_onnx.search import knapsack_problem, policy_of
+from smpq_onnx.search import CONTROL_VARIATE, knapsack_problem, policy_of
 from smpq_onnx.selection import solve
 from smpq_onnx.shapley import estimate
 from smpq_onnx.space import SearchSpace
@@ -36,7 +38,8 @@ from smpq_onnx.space import SearchSpace
 # (estimator, samples): a permutation walk costs ~41 expected evaluations here, an antithetic
 # pair ~83, an Owen antithetic level ~226 before cache hits; Owen's hard-game coalitions repeat
 # so often that 10 levels need about as many distinct evaluations as 10 antithetic pairs.
-BUDGETS = [("permutation", 20), ("antithetic", 10), ("owen", 4), ("owen", 10)]
+BUDGETS = [("permutation", 20), ("antithetic", 10), ("owen", 4), ("owen", 10), ("owen-cv", 4),
+           ("owen-cv", 10)]
 
 
 def main() -> None:
@@ -61,6 +64,10 @@ def main() -> None:
             return evaluator.evaluate(policy).score
         return value
 
+    def v_policy(policy, seen: set) -> float:
+        seen.add(policy)
+        return evaluator.evaluate(policy).score
+
     start = time.perf_counter()
     reference = estimate("antithetic", len(game.players), make_value(set()),
                          samples=args.reference_samples, rng=np.random.default_rng(12345))
@@ -69,8 +76,16 @@ def main() -> None:
     for name, samples in BUDGETS:
         for seed in range(args.seeds):
             seen: set = set()
-            result = estimate(name, len(game.players), make_value(seen), samples=samples,
-                              rng=np.random.default_rng(seed))
+            if name == CONTROL_VARIATE:
+                value = make_value(seen)
+                variate = SeparableControlVariate(game, lambda p, s=seen: v_policy(p, s))
+                sampled = estimate("owen", len(game.players),
+                                   lambda s, g=variate, v=value: v(s) - g.value(s, None),
+                                   samples=samples, rng=np.random.default_rng(seed))
+                result = dataclasses.replace(sampled, phi=sampled.phi + variate.shapley(None))
+            else:
+                result = estimate(name, len(game.players), make_value(seen), samples=samples,
+                                  rng=np.random.default_rng(seed))
             utilities = [np.array([t[o] for o in u.options]) for u, t in
                          zip(game.units, game.unit_utilities(result.phi), strict=True)]
             policy = policy_of(game, solve(knapsack_problem(game, costs, budget, utilities)))

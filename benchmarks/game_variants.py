@@ -6,7 +6,8 @@ and W3A4, the default Owen estimator sized to ``--max-evals`` evaluations, sever
 
 - ``hard/FP32``: the default game (absent layers in float, hard choice among present options);
 - ``hard/W8A8``: absent layers at W8A8 (``--reference W8A8``), closer to a deployed network;
-- ``mix/FP32``: the paper's softmax(alpha) mixtures (``--semantics mix``).
+- ``mix/FP32``: the paper's softmax(alpha) mixtures (``--semantics mix``);
+- ``hard/FP32/owen-cv``: the default game, Owen sampling with the separable control variate.
 
     python benchmarks/game_variants.py [--seeds 3] [--max-evals 300] [--out FILE]
 """
@@ -31,8 +32,8 @@ from smpq_onnx.options import FP32, Option
 from smpq_onnx.runtime import RuntimeConfig
 from smpq_onnx.search import SearchSettings, shapley_search, sized_settings
 
-VARIANTS = {"hard/FP32": ("hard", FP32), "hard/W8A8": ("hard", Option(8, 8)),
-            "mix/FP32": ("mix", FP32)}
+VARIANTS = {"hard/FP32": ("hard", FP32, "owen"), "hard/W8A8": ("hard", Option(8, 8), "owen"),
+            "mix/FP32": ("mix", FP32, "owen"), "hard/FP32/owen-cv": ("hard", FP32, "owen-cv")}
 
 
 def main() -> None:
@@ -51,15 +52,15 @@ def main() -> None:
     arena = make_arena(data, "flexible", histograms, runtime)
     rows = []
     for name in args.variants.split(","):
-        semantics, reference = VARIANTS[name]
+        semantics, reference, estimator = VARIANTS[name]
         game = QuantizationGame(arena.space, reference=reference, semantics=semantics)
         for budget_key, budget in arena.budgets.items():
             for seed in range(args.seeds):
                 before = arena.search.n_evaluations
                 start = time.perf_counter()
-                settings = sized_settings(game, SearchSettings(seed=seed, semantics=semantics,
-                                                               reference=str(reference)),
-                                          max_evals=args.max_evals)
+                settings = sized_settings(
+                    game, SearchSettings(seed=seed, semantics=semantics, estimator=estimator,
+                                         reference=str(reference)), max_evals=args.max_evals)
                 result = shapley_search(game, arena.search, arena.costs, budget, settings)
                 row = {"variant": name, "budget": budget_key, "seed": seed,
                        "search": result.score,

@@ -33,7 +33,9 @@ from smpq_onnx.policy import write_policy, write_text_atomic
 from smpq_onnx.report import build_report, markdown
 from smpq_onnx.runtime import describe_provider
 from smpq_onnx.search import (
+    CONTROL_VARIATE,
     DEFAULT_MAX_EVALS,
+    SEARCH_ESTIMATORS,
     SearchResult,
     SearchSettings,
     cheapest_policy,
@@ -41,7 +43,6 @@ from smpq_onnx.search import (
     shapley_search,
     sized_settings,
 )
-from smpq_onnx.shapley import ESTIMATORS
 
 DEFAULT_HW = "flexible"
 ACCURACY_MISSED_EXIT = 4
@@ -61,7 +62,7 @@ class AccuracyTargetMissed(SmpqError):
 @click.option("--method", type=click.Choice(list(METHODS)), default="shapley", show_default=True,
               help="shapley (SMPQ) or a baseline: uniform, random, context, amp, dmpq "
               "(dmpq needs torch).")
-@click.option("--estimator", type=click.Choice(list(ESTIMATORS)),
+@click.option("--estimator", type=click.Choice(list(SEARCH_ESTIMATORS)),
               default=SearchSettings.estimator, show_default=True, help="Shapley estimator.")
 @click.option("--samples", type=int, help="M: permutations (pairs, Owen levels) per round "
               "(default: up to 10, sized to --max-evals).")
@@ -106,6 +107,8 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
     """Search per-layer bit-widths of MODEL (default: the bundled example) for a device."""
     if max_drop is not None and method != "shapley":
         raise click.UsageError("--max-drop works with --method shapley")
+    if estimator == CONTROL_VARIATE and semantics != "hard":
+        raise click.UsageError("--estimator owen-cv needs --semantics hard")
     started = time.perf_counter()
     runtime = runtime_config(provider, threads, optimization)
     with TerminalProgress(enabled=not as_json) as progress:

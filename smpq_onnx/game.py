@@ -126,17 +126,32 @@ class QuantizationGame:
                 chosen[layer] = option
         return Policy(chosen)
 
+    def winner(self, indices: Sequence[int], alpha: np.ndarray | None) -> int:
+        """Hard semantics: of present players of one unit side, the one that is realized
+        (largest alpha, then more bits, then index)."""
+        def rank(i: int) -> tuple[float, int, int, int]:
+            player = self.players[i]
+            return (float(alpha[i]) if alpha is not None else 0.0, player.w_bits,
+                    player.a_bits, i)
+        return max(indices, key=rank)
+
+    def sides(self) -> dict[tuple[int, str], list[int]]:
+        """Player indices per (unit, side): the independent choices a coalition makes."""
+        grouped: dict[tuple[int, str], list[int]] = {}
+        for index, player in enumerate(self.players):
+            grouped.setdefault((player.unit, player.side), []).append(index)
+        return grouped
+
     def _shares(self, indices: list[int], alpha: np.ndarray | None
                 ) -> dict[tuple[int, int], float]:
         """(w_bits, a_bits) of the present players of one unit side -> share of the side."""
         if not indices:
             return {}
+        if self.semantics == "hard":
+            best = self.players[self.winner(indices, alpha)]
+            return {(best.w_bits, best.a_bits): 1.0}
         priority = np.zeros(len(indices)) if alpha is None else alpha[indices].astype(float)
         players = [self.players[i] for i in indices]
-        if self.semantics == "hard":
-            best = max(range(len(indices)), key=lambda k: (
-                priority[k], players[k].w_bits, players[k].a_bits, indices[k]))
-            return {(players[best].w_bits, players[best].a_bits): 1.0}
         weights = np.exp(priority - priority.max())
         weights /= weights.sum()
         return {(p.w_bits, p.a_bits): float(share)

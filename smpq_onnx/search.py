@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from smpq_onnx.budget import Budget
+from smpq_onnx.control_variate import SeparableControlVariate
 from smpq_onnx.cost import CostModel, Costs
 from smpq_onnx.errors import BudgetInfeasibleError
 from smpq_onnx.evaluator import Evaluator
@@ -31,10 +32,15 @@ from smpq_onnx.game import QuantizationGame
 from smpq_onnx.options import Option
 from smpq_onnx.policy import Policy
 from smpq_onnx.selection import Infeasible, KnapsackProblem, MemoryModel, best_k
-from smpq_onnx.shapley import ShapleyEstimate, estimate
+from smpq_onnx.shapley import ESTIMATORS, ShapleyEstimate, estimate
 
 Progress = Callable[[str, int, int], None]
 
+
+CONTROL_VARIATE = "owen-cv"
+SEARCH_ESTIMATORS = (*ESTIMATORS, CONTROL_VARIATE)
+"""``owen-cv``: Owen sampling of V - g for the separable control variate g
+(:mod:`smpq_onnx.control_variate`), whose Shapley values are exact."""
 
 DEFAULT_MAX_EVALS = 1500
 PAPER_SAMPLES = 10  # Table 1: M = 10
@@ -105,6 +111,8 @@ def sized_settings(game: QuantizationGame, settings: SearchSettings, *,
     At most the paper's M = 10 and K = 2; at least 2 samples in 1 round.
     """
     cost = expected_sample_cost(game, settings.estimator)
+    if settings.estimator == CONTROL_VARIATE:  # its table: one evaluation per player, once
+        max_evals = max(max_evals - len(game.players), 0)
     if rounds is None:
         rounds = PAPER_ROUNDS if max_evals >= PAPER_ROUNDS * 2 * cost else 1
     if samples is None:
@@ -123,6 +131,7 @@ def estimate_contributions(game: QuantizationGame, evaluator: Evaluator,
     if settings.truncation is not None and evaluator.metric.percent:
         truncate = settings.truncation * evaluator.fp32_score
     rounds: list[ShapleyEstimate] = []
+    variate: SeparableControlVariate | None = None
     for round_index in range(settings.rounds):
         frozen_alpha = alpha.copy()
 
@@ -133,8 +142,20 @@ def estimate_contributions(game: QuantizationGame, evaluator: Evaluator,
             if progress is not None:
                 progress("shapley", r * total + done, settings.rounds * total)
 
-        result = estimate(settings.estimator, n, value, samples=settings.samples, rng=rng,
-                          truncate_below=truncate, progress=step)
+        if settings.estimator == CONTROL_VARIATE:
+            if variate is None:
+                variate = SeparableControlVariate(game, lambda p: evaluator.evaluate(p).score)
+
+            def residual(present: Sequence[int], a: np.ndarray = frozen_alpha,
+                         g: SeparableControlVariate = variate) -> float:
+                return value(present) - g.value(present, a)
+
+            sampled = estimate("owen", n, residual, samples=settings.samples, rng=rng,
+                               progress=step)
+            result = dataclasses.replace(sampled, phi=sampled.phi + variate.shapley(frozen_alpha))
+        else:
+            result = estimate(settings.estimator, n, value, samples=settings.samples, rng=rng,
+                              truncate_below=truncate, progress=step)
         rounds.append(result)
         psi = result.phi
         norm = np.linalg.norm(psi)
