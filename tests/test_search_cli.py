@@ -140,3 +140,15 @@ def test_illegal_reference_is_a_one_line_error(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "reference precision W2A2 is not legal" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_control_variate_estimator_runs_and_refuses_mix_semantics(tmp_path: Path) -> None:
+    report = json.loads(search(tmp_path / "cv", "--estimator", "owen-cv", "--samples", "1",
+                               "--rounds", "1").stdout)
+    assert report["settings"]["estimator"] == "owen-cv"
+    # One table evaluation per player on top of the sampled ones.
+    assert report["evaluations"] > len(report["contributions"])
+    assert all(c["stderr"] >= 0 for c in report["contributions"])
+    refused = search(tmp_path / "mix", "--estimator", "owen-cv", "--semantics", "mix", *FAST,
+                     check=False)
+    assert refused.returncode == 2 and "owen-cv needs --semantics hard" in refused.stderr
