@@ -271,7 +271,9 @@ def _summary(report: dict[str, Any], out_dir: Path, *, percent: bool) -> None:
     scale, unit = (100.0, " %") if percent else (1.0, "")
     click.echo(f"model {report['model']} on {report['profile']}: {report['metric']} "
                f"FP32 {report['fp32'] * scale:.4f}{unit}, chosen {report['final'] * scale:.4f}"
-               f"{unit}")
+               f"{unit} (emitted model"
+               + (f"; simulated {report['final_fast_engine'] * scale:.4f}{unit})"
+                  if report.get("final_fast_engine") is not None else ")"))
     for line in report["budget"]:
         click.echo(f"  {line['resource']:<22} {line['used']:>14.6g} <= {line['limit']:<14.6g} "
                    f"{'ok' if line['fits'] else 'OVER'}")

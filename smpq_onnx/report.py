@@ -26,7 +26,7 @@ def build_report(result: SearchResult, *, method: str, model: str, profile: str,
         contributions.append({"unit": game.unit_names[player.unit], "side": player.side,
                               "w_bits": player.w_bits, "a_bits": player.a_bits,
                               "phi": float(result.phi[i]),  # type: ignore[index]
-                              "stderr": float(result.stderr[i]),  # type: ignore[index]
+                              "stderr": _finite(result.stderr[i]),  # type: ignore[index]
                               "alpha": float(result.alpha[i])})  # type: ignore[index]
     layers = []
     for layer in costs.model.layers:
@@ -62,6 +62,11 @@ def build_report(result: SearchResult, *, method: str, model: str, profile: str,
                      "python": platform.python_version()},
         "provider": provider,
     }
+
+
+def _finite(value: float) -> float | None:
+    """None for an unknown (infinite) standard error, so the report stays strict JSON."""
+    return float(value) if np.isfinite(value) else None
 
 
 def markdown(report: dict[str, Any], *, percent: bool) -> str:
@@ -106,7 +111,8 @@ def markdown(report: dict[str, Any], *, percent: bool) -> str:
     for c in report["contributions"]:
         player = {"w": f"W{c['w_bits']}", "a": f"A{c['a_bits']}",
                   "wa": f"W{c['w_bits']}A{c['a_bits']}"}[c["side"]]
-        lines.append(f"| {c['unit']} | {player} | {c['phi']:.5f} | {c['stderr']:.5f} |")
+        stderr = "n/a" if c["stderr"] is None else f"{c['stderr']:.5f}"
+        lines.append(f"| {c['unit']} | {player} | {c['phi']:.5f} | {stderr} |")
     lines += ["", "Plots: `bits_per_layer.png`, `metric_vs_bops.png`"
               + (", `contributions.png`." if report["contributions"] else "."), ""]
     return "\n".join(lines)

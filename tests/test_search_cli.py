@@ -135,6 +135,17 @@ def test_paper_mode_mix_semantics_with_a_reference_precision(tmp_path: Path) -> 
     assert report["evaluations"] > 0 and 0 <= report["final"] <= 1
 
 
+def test_one_sample_reports_unknown_standard_errors_as_strict_json_null(
+        tmp_path: Path) -> None:
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    stdout = search(tmp_path, "--samples", "1", "--rounds", "1").stdout
+    report = json.loads(stdout, parse_constant=refuse)
+    assert all(c["stderr"] is None for c in report["contributions"])
+    json.loads((tmp_path / "report.json").read_text(), parse_constant=refuse)
+
+
 def test_illegal_reference_is_a_one_line_error(tmp_path: Path) -> None:
     result = search(tmp_path, "--hw", "mcu", "--reference", "W2A2", *FAST, check=False)
     assert result.returncode == 2
@@ -143,8 +154,7 @@ def test_illegal_reference_is_a_one_line_error(tmp_path: Path) -> None:
 
 
 def test_control_variate_estimator_runs_and_refuses_mix_semantics(tmp_path: Path) -> None:
-    report = json.loads(search(tmp_path / "cv", "--estimator", "owen-cv", "--samples", "1",
-                               "--rounds", "1").stdout)
+    report = json.loads(search(tmp_path / "cv", "--estimator", "owen-cv", *FAST).stdout)
     assert report["settings"]["estimator"] == "owen-cv"
     # One table evaluation per player on top of the sampled ones.
     assert report["evaluations"] > len(report["contributions"])
