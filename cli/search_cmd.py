@@ -26,6 +26,7 @@ from smpq_onnx.dmpq import DmpqSettings, dmpq_search
 from smpq_onnx.emit import emit_qdq_model, encodings, save_model_atomic, write_json_atomic
 from smpq_onnx.errors import SmpqError
 from smpq_onnx.evalstore import EvaluationStore, fingerprint
+from smpq_onnx.evaluator import ENGINE_VERSION
 from smpq_onnx.game import SEMANTICS, QuantizationGame
 from smpq_onnx.options import Option
 from smpq_onnx.plots import bits_per_layer, contribution_heatmap, metric_vs_bops
@@ -189,7 +190,7 @@ def _fingerprint(context: QuantizationContext) -> str:
         context.profile.model_dump_json(), context.metric.name,
         repr(context.calibration.settings), repr(context.runtime), str(evaluator.batch_size),
         # Segment boundaries change float accumulation at full optimization: part of the key.
-        repr([segment.output for segment in evaluator.plan.segments]))
+        repr([segment.output for segment in evaluator.plan.segments]), ENGINE_VERSION)
 
 
 def _as_deployed(result: SearchResult, context: QuantizationContext) -> SearchResult:

@@ -50,6 +50,8 @@ DEFAULT_BATCH_SIZE = 64  # measured: smaller batches keep the fake-quant passes 
 DEFAULT_PREFIX_CACHE_BYTES = 512 << 20
 DEFAULT_SESSION_CACHE = 16
 DEFAULT_MAX_SEGMENTS = 8
+ENGINE_VERSION = "segmented-2: CPU batches side by side on single-thread sessions"
+"""Part of the resume key: a change of kernels or threading may move low-bit results."""
 
 
 @dataclass(frozen=True)
