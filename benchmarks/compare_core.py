@@ -162,6 +162,12 @@ class CountingEvaluator:
                 self.progress(len(self.asked))
         return self.inner.evaluate(policy)
 
+    def evaluate_deployed(self, policy: Policy) -> EvalResult:
+        """Final candidates are scored as emitted models; each counts as one evaluation."""
+        if policy not in self.asked:
+            self.asked.add(policy)
+        return self.inner.evaluate_deployed(policy)
+
     def fork(self) -> CountingEvaluator:
         """A counter that starts from what this one has seen (estimation, then selection)."""
         return CountingEvaluator(self.inner, self.asked)
