@@ -12,7 +12,6 @@ uniform guard, so the estimator alone decides).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -25,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import bundled_example
 
 from smpq_onnx.budget import Budget
-from smpq_onnx.control_variate import SeparableControlVariate
+from smpq_onnx.control_variate import SeparableControlVariate, owen_with_control_variate
 from smpq_onnx.cost import CostModel
 from smpq_onnx.game import QuantizationGame
 from smpq_onnx.profile import load_profile
@@ -77,12 +76,9 @@ def main() -> None:
         for seed in range(args.seeds):
             seen: set = set()
             if name == CONTROL_VARIATE:
-                value = make_value(seen)
                 variate = SeparableControlVariate(game, lambda p, s=seen: v_policy(p, s))
-                sampled = estimate("owen", len(game.players),
-                                   lambda s, g=variate, v=value: v(s) - g.value(s, None),
-                                   samples=samples, rng=np.random.default_rng(seed))
-                result = dataclasses.replace(sampled, phi=sampled.phi + variate.shapley(None))
+                result = owen_with_control_variate(variate, make_value(seen), samples=samples,
+                                                   rng=np.random.default_rng(seed))
             else:
                 result = estimate(name, len(game.players), make_value(seen), samples=samples,
                                   rng=np.random.default_rng(seed))

@@ -11,7 +11,7 @@ from smpq_onnx.cli.options import policy_options, resolve_policy, runtime_config
 from smpq_onnx.cli.progress import TerminalProgress
 
 from smpq_onnx.context import build_context
-from smpq_onnx.emit import emit_qdq_model, encodings, save_model_atomic, write_json_atomic
+from smpq_onnx.emit import encodings, save_model_atomic, write_json_atomic
 from smpq_onnx.errors import DataError
 from smpq_onnx.evaluator import Evaluator
 from smpq_onnx.policy import Policy
@@ -48,8 +48,7 @@ def apply_command(model: Path | None, bits: str | None, policy_path: Path | None
                                 metric=metric, runtime=runtime, progress=progress)
     policy = resolve_policy(context.space, bits=bits, policy_path=policy_path,
                             default_bits=default_bits, fallback=context.profile.default_option)
-    emitted = emit_qdq_model(context.model, policy, context.calibration,
-                             profile=context.profile.name, native_int4=native_int4)
+    emitted = context.evaluator.deployed_model(policy, native_int4=native_int4)
     encodings_path = encodings_path or out_path.with_suffix(".encodings.json")
     save_model_atomic(emitted, out_path)
     write_json_atomic(encodings(context.model, policy, context.calibration), encodings_path)

@@ -23,7 +23,7 @@ from smpq_onnx.baselines import (
 from smpq_onnx.budget import W8A8_BITS, Budget
 from smpq_onnx.context import QuantizationContext, build_context
 from smpq_onnx.dmpq import DmpqSettings, dmpq_search
-from smpq_onnx.emit import emit_qdq_model, encodings, save_model_atomic, write_json_atomic
+from smpq_onnx.emit import encodings, save_model_atomic, write_json_atomic
 from smpq_onnx.errors import SmpqError
 from smpq_onnx.evalstore import EvaluationStore, fingerprint
 from smpq_onnx.evaluator import ENGINE_VERSION
@@ -242,8 +242,7 @@ def _write_outputs(result: SearchResult, context: QuantizationContext, budget: B
                    settings: SearchSettings, out_dir: Path, *, method: str) -> dict[str, Any]:
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    emitted = emit_qdq_model(context.model, result.policy, context.calibration,
-                             profile=context.profile.name)
+    emitted = context.evaluator.deployed_model(result.policy)
     save_model_atomic(emitted, out_dir / "model.qdq.onnx")
     write_json_atomic(encodings(context.model, result.policy, context.calibration),
                       out_dir / "model.qdq.encodings.json")

@@ -14,13 +14,14 @@ evaluator runs from the changed unit onwards.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from smpq_onnx.game import QuantizationGame
 from smpq_onnx.policy import Policy
-from smpq_onnx.shapley import exact_shapley
+from smpq_onnx.shapley import Progress, ShapleyEstimate, ValueFunction, exact_shapley, owen_shapley
 
 MAX_SIDE_PLAYERS = 16  # exact enumeration of one side: 2^16 coalitions at most
 
@@ -56,3 +57,16 @@ class SeparableControlVariate:
                 return float(self.single[self.game.winner([side[k] for k in subset], alpha)])
             phi[side] = exact_shapley(len(side), side_value)
         return phi
+
+
+def owen_with_control_variate(variate: SeparableControlVariate, value: ValueFunction, *,
+                              samples: int, rng: np.random.Generator,
+                              alpha: np.ndarray | None = None,
+                              progress: Progress | None = None) -> ShapleyEstimate:
+    """phi(V) = phi(g) exactly + Owen's estimate of phi(V - g) (its standard errors)."""
+    def residual(present: Sequence[int]) -> float:
+        return value(present) - variate.value(present, alpha)
+
+    sampled = owen_shapley(len(variate.game.players), residual, samples=samples, rng=rng,
+                           progress=progress)
+    return dataclasses.replace(sampled, phi=sampled.phi + variate.shapley(alpha))

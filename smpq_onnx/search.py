@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from smpq_onnx.budget import Budget
-from smpq_onnx.control_variate import SeparableControlVariate
+from smpq_onnx.control_variate import SeparableControlVariate, owen_with_control_variate
 from smpq_onnx.cost import CostModel, Costs
 from smpq_onnx.errors import BudgetInfeasibleError
 from smpq_onnx.evaluator import Evaluator
@@ -145,14 +145,8 @@ def estimate_contributions(game: QuantizationGame, evaluator: Evaluator,
         if settings.estimator == CONTROL_VARIATE:
             if variate is None:
                 variate = SeparableControlVariate(game, lambda p: evaluator.evaluate(p).score)
-
-            def residual(present: Sequence[int], a: np.ndarray = frozen_alpha,
-                         g: SeparableControlVariate = variate) -> float:
-                return value(present) - g.value(present, a)
-
-            sampled = estimate("owen", n, residual, samples=settings.samples, rng=rng,
-                               progress=step)
-            result = dataclasses.replace(sampled, phi=sampled.phi + variate.shapley(frozen_alpha))
+            result = owen_with_control_variate(variate, value, samples=settings.samples,
+                                               rng=rng, alpha=frozen_alpha, progress=step)
         else:
             result = estimate(settings.estimator, n, value, samples=settings.samples, rng=rng,
                               truncate_below=truncate, progress=step)
