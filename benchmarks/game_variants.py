@@ -23,14 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from compare_core import make_arena
-from compare_data import fashion_resnet
+from harness.core import make_arena
+from harness.data import fashion_resnet
 
-from smpq_onnx.calibration import collect_histograms
-from smpq_onnx.game import QuantizationGame
-from smpq_onnx.options import FP32, Option
-from smpq_onnx.runtime import RuntimeConfig
-from smpq_onnx.search import SearchSettings, shapley_search, sized_settings
+from smpq_onnx.model.runtime import RuntimeConfig
+from smpq_onnx.quant.calibration import collect_histograms
+from smpq_onnx.quant.options import FP32, Option
+from smpq_onnx.strategy.game import QuantizationGame
+from smpq_onnx.strategy.smpq import SearchSettings, shapley_search, sized_settings
 
 VARIANTS = {"hard/FP32": ("hard", FP32, "owen"), "hard/W8A8": ("hard", Option(8, 8), "owen"),
             "mix/FP32": ("mix", FP32, "owen"), "hard/FP32/owen-cv": ("hard", FP32, "owen-cv")}

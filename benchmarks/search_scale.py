@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import assets
-from mobilenet_v2 import export_mobilenet_v2
+from harness import assets
+from harness.mobilenet_v2 import export_mobilenet_v2
 
 
 def run_search(args: list[str], out: Path) -> dict:

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import Any
 
 import click
-from smpq_onnx.cli.options import policy_options, resolve_policy, runtime_config, runtime_options
+
+from smpq_onnx.api.evaluation import DEFAULT_HW, evaluate
+from smpq_onnx.cli.options import policy_options, runtime_options
 from smpq_onnx.cli.progress import TerminalProgress
-
-from smpq_onnx.context import build_context
-from smpq_onnx.runtime import describe_provider
-
-DEFAULT_HW = "flexible"
 
 
 @click.command("eval")
@@ -40,36 +35,26 @@ def eval_command(model: Path | None, data: str | None, calib_data: str | None,
                  default_bits: str | None, activation_range: str, batch_size: int,
                  provider: str, threads: int, optimization: str, as_json: bool) -> None:
     """Evaluate MODEL (default: the bundled example) in FP32 and at a bit-width policy."""
-    start = time.perf_counter()
-    runtime = runtime_config(provider, threads, optimization)
     with TerminalProgress(enabled=not as_json) as progress:
-        context = build_context(model, hw=hw_name, data=data, calib_data=calib_data,
-                                metric=metric, runtime=runtime,
-                                activation_range=activation_range,  # type: ignore[arg-type]
-                                batch_size=batch_size, progress=progress)
-    policy = resolve_policy(context.space, bits=bits, policy_path=policy_path,
-                            default_bits=default_bits, fallback=context.profile.default_option)
-    result = context.evaluator.evaluate(policy)
-    deployed = context.evaluator.evaluate_deployed(policy)
-    report: dict[str, Any] = {
-        "model": context.model.source, "profile": context.profile.name,
-        "metric": context.metric.name, "fp32": context.evaluator.fp32_score,
-        "quantized": result.score, "deployed": deployed.score, "n": result.n_samples,
-        "policy": policy.to_json_dict(), "provider": describe_provider(runtime),
-        "seconds": round(time.perf_counter() - start, 3),
-    }
+        result = evaluate(model, data=data, calib_data=calib_data, metric=metric, hw=hw_name,
+                          bits=bits, policy=policy_path, default_bits=default_bits,
+                          activation_range=activation_range, batch_size=batch_size,
+                          provider=provider, threads=threads, optimization=optimization,
+                          progress=progress)
+    report = result.to_json_dict()
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    scale, unit = (100.0, " %") if context.metric.percent else (1.0, "")
-    fp32, quantized = report["fp32"] * scale, report["quantized"] * scale
-    shipped = report["deployed"] * scale
-    options = sorted({str(o) for o in policy.values()})
+    scale, unit = (100.0, " %") if result.percent else (1.0, "")
+    points = " pt" if result.percent else ""
+    fp32, quantized, shipped = result.fp32 * scale, result.quantized * scale, \
+        result.deployed * scale
+    options = sorted({str(o) for o in result.policy.values()})
     label = options[0] if len(options) == 1 else f"mixed ({len(options)} options)"
-    click.echo(f"model {report['model']}, {report['n']} samples, metric {report['metric']}, "
-               f"{report['provider']}")
+    click.echo(f"model {result.model}, {result.n} samples, metric {result.metric}, "
+               f"{result.provider}")
     click.echo(f"  FP32        {fp32:10.4f}{unit}")
     click.echo(f"  {label:<11} {quantized:10.4f}{unit}   ({quantized - fp32:+.4f}"
-               f"{' pt' if context.metric.percent else ''})   fake-quant engine")
+               f"{points})   fake-quant engine")
     click.echo(f"  {label:<11} {shipped:10.4f}{unit}   ({shipped - fp32:+.4f}"
-               f"{' pt' if context.metric.percent else ''})   emitted QDQ model")
+               f"{points})   emitted QDQ model")

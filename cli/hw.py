@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 import yaml
-from smpq_onnx.cli.render import human, table
 
-from smpq_onnx.profile import builtin_profile_names, load_profile
+from smpq_onnx.cli.render import human, table
+from smpq_onnx.hardware.profile import builtin_profile_names, load_profile
 
 
 @click.group()

@@ -8,13 +8,13 @@ import sys
 from typing import Any
 
 import click
+
+from smpq_onnx._version import __version__
 from smpq_onnx.cli.apply_cmd import apply_command
 from smpq_onnx.cli.eval_cmd import eval_command
 from smpq_onnx.cli.hw import hw
 from smpq_onnx.cli.profile_cmd import profile
 from smpq_onnx.cli.search_cmd import search_command
-
-from smpq_onnx import __version__
 from smpq_onnx.errors import SmpqError
 
 INTERNAL_ERROR_EXIT = 1

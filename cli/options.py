@@ -8,12 +8,6 @@ from typing import Any, TypeVar
 
 import click
 
-from smpq_onnx.errors import PolicyError
-from smpq_onnx.options import Option
-from smpq_onnx.policy import Policy, read_policy
-from smpq_onnx.runtime import RuntimeConfig
-from smpq_onnx.space import SearchSpace
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -41,22 +35,3 @@ def runtime_options(function: F) -> F:
     ]):
         function = decorator(function)
     return function
-
-
-def runtime_config(provider: str, threads: int, optimization: str = "all") -> RuntimeConfig:
-    return RuntimeConfig(provider=provider, threads=threads,  # type: ignore[arg-type]
-                         optimization=optimization)  # type: ignore[arg-type]
-
-
-def resolve_policy(space: SearchSpace, *, bits: str | None, policy_path: Path | None,
-                   default_bits: str | None, fallback: str) -> Policy:
-    """The policy given by --bits or --policy (with --default-bits), else ``fallback``."""
-    if bits and policy_path:
-        raise click.UsageError("give --bits or --policy, not both")
-    if policy_path is not None:
-        default = Option.parse(default_bits) if default_bits else None
-        names = [layer.name for layer in space.layers]
-        return space.validate(read_policy(policy_path, default=default, layer_names=names))
-    if default_bits:
-        raise PolicyError("--default-bits only completes a --policy file")
-    return space.uniform(Option.parse(bits or fallback))

@@ -7,18 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from smpq_onnx.cli.options import policy_options, resolve_policy
+
+from smpq_onnx.api.profiling import DEFAULT_PROFILE_HW as DEFAULT_HW
+from smpq_onnx.api.profiling import profile as profile_model
+from smpq_onnx.cli.options import policy_options
 from smpq_onnx.cli.render import human, table
-
-from smpq_onnx.budget import Budget
-from smpq_onnx.cost import CostModel
-from smpq_onnx.example import example_model_path
-from smpq_onnx.importer import import_model
-from smpq_onnx.policy import Policy
-from smpq_onnx.profile import load_profile
-from smpq_onnx.space import SearchSpace
-
-DEFAULT_HW = "mcu"
 
 
 @click.command()
@@ -30,45 +23,12 @@ DEFAULT_HW = "mcu"
 def profile(model: Path | None, hw_name: str, bits: str | None, policy_path: Path | None,
             default_bits: str | None, as_json: bool) -> None:
     """Cost of MODEL (default: the bundled example) at a bit-width policy on a device."""
-    device = load_profile(hw_name)
-    imported = import_model(model if model is not None else example_model_path())
-    space = SearchSpace.build(imported, device)
-    policy = resolve_policy(space, bits=bits, policy_path=policy_path,
-                            default_bits=default_bits, fallback=device.default_option)
-
-    report = profile_report(imported.source, device.name, space, CostModel(imported, device),
-                            policy, Budget.from_profile(device, imported))
+    report = profile_model(model, hw=hw_name, bits=bits, policy=policy_path,
+                           default_bits=default_bits).to_json_dict()
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
         click.echo(_render(report))
-
-
-def profile_report(source: str, device: str, space: SearchSpace, costs: CostModel,
-                   policy: Policy, budget: Budget) -> dict[str, Any]:
-    total = costs.cost(policy)
-    checks = budget.check(total)
-    layers = []
-    for layer in space.layers:
-        option = policy[layer.name]
-        layers.append({
-            "name": layer.name, "op_type": layer.op_type, "group": space.group_of(layer.name).name,
-            "macs": layer.macs, "params": layer.params,
-            "options": [str(o) for o in space.options[layer.name]],
-            "w_bits": option.w_bits, "a_bits": option.a_bits,
-            "bops": costs.layer_bops(layer.name, option),
-            "weight_bytes": costs.layer_weight_bytes(layer.name, option),
-        })
-    return {
-        "model": source, "profile": device,
-        "totals": {**total.to_json_dict(),
-                   "params": sum(layer.params for layer in space.layers),
-                   "other_constant_bytes": costs.other_constant_bytes},
-        "limits": [{"resource": c.resource, "used": c.used, "limit": c.limit, "fits": c.fits}
-                   for c in checks],
-        "layers": layers,
-        "fits": all(c.fits for c in checks),
-    }
 
 
 def _render(report: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ Per quantized layer (w bits weights, a bits input activations)::
 Activations use uint8/int8 containers up to 8 bits (uint16/int16 at 16 bits) with a Clip on
 the integers when the bit-width has no ONNX type (2-7 bits): the runnable "QCDQ" form. Weights
 are n-bit values in int8 containers (native int4 when asked and the opset allows). Every code
-and scale comes from the same :class:`~smpq_onnx.calibration.Calibration` the evaluator used,
+and scale comes from the same :class:`~smpq_onnx.quant.calibration.Calibration` the evaluator used,
 so the deployed model computes what the search measured. Each layer node carries
 ``smpq.w_bits``/``smpq.a_bits`` metadata; the model carries ``smpq.policy`` (JSON),
 ``smpq.profile`` and ``smpq.version``. Only ai.onnx ops are emitted.
@@ -23,12 +23,12 @@ import json
 import numpy as np
 import onnx_ir as ir
 
-from smpq_onnx import __version__
-from smpq_onnx.calibration import Calibration
-from smpq_onnx.layers import QuantizableLayer
-from smpq_onnx.options import FLOAT_BITS
-from smpq_onnx.policy import Policy
-from smpq_onnx.quantizers import quantize_weight
+from smpq_onnx._version import __version__
+from smpq_onnx.model.layers import QuantizableLayer
+from smpq_onnx.quant.calibration import Calibration
+from smpq_onnx.quant.options import FLOAT_BITS
+from smpq_onnx.quant.policy import Policy
+from smpq_onnx.quant.quantizers import quantize_weight
 
 META_W_BITS = "smpq.w_bits"
 META_A_BITS = "smpq.a_bits"

@@ -40,3 +40,13 @@ class BudgetInfeasibleError(SmpqError):
     """No policy in the search space meets every budget."""
 
     exit_code = 3
+
+
+class InvalidArgumentError(SmpqError):
+    """An option value, or a combination of options, that the operation cannot take."""
+
+
+class AccuracyTargetMissedError(SmpqError):
+    """``max_drop`` was asked for and no policy within the budget met it."""
+
+    exit_code = 4

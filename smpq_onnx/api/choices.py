@@ -1,0 +1,59 @@
+"""Arguments shared by the operations: runtime settings and the policy to apply.
+
+A policy is given as one option for every layer (``bits="W4A8"``), or as a policy (a
+:class:`Policy`, a mapping layer -> option, or a JSON file) completed by ``default_bits``;
+with neither, the profile's default option.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal, get_args
+
+from smpq_onnx.errors import InvalidArgumentError, PolicyError
+from smpq_onnx.model.runtime import RuntimeConfig
+from smpq_onnx.quant.options import Option
+from smpq_onnx.quant.policy import Policy, read_policy
+from smpq_onnx.strategy.space import SearchSpace
+
+Provider = Literal["auto", "cpu", "cuda"]
+Optimization = Literal["disable", "basic", "extended", "all"]
+PolicyLike = Policy | Mapping[str, Option | str] | str | Path
+
+
+def runtime_config(provider: str = "auto", threads: int = 0,
+                   optimization: str = "all") -> RuntimeConfig:
+    """ONNX Runtime settings of every evaluation, checked."""
+    one_of(provider, get_args(Provider), "provider")
+    one_of(optimization, get_args(Optimization), "optimization")
+    if threads < 0:
+        raise InvalidArgumentError(f"threads must be >= 0 (0: all cores), got {threads}")
+    return RuntimeConfig(provider=provider, threads=threads,  # type: ignore[arg-type]
+                         optimization=optimization)  # type: ignore[arg-type]
+
+
+def one_of(value: str, allowed: tuple[str, ...] | list[str], name: str) -> str:
+    if value not in allowed:
+        raise InvalidArgumentError(f"{name} {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def resolve_policy(space: SearchSpace, *, bits: str | None, policy: PolicyLike | None,
+                   default_bits: str | None, fallback: str) -> Policy:
+    """The policy given by ``bits`` or ``policy`` (with ``default_bits``), else ``fallback``."""
+    if bits and policy is not None:
+        raise InvalidArgumentError("give --bits or --policy, not both")
+    if policy is not None:
+        default = Option.parse(default_bits) if default_bits else None
+        names = [layer.name for layer in space.layers]
+        if isinstance(policy, str | Path):
+            return space.validate(read_policy(Path(policy), default=default, layer_names=names))
+        options = {name: o if isinstance(o, Option) else Option.parse(o)
+                   for name, o in policy.items()}
+        if default is not None:
+            options = {**dict.fromkeys(names, default), **options}
+        return space.validate(Policy(options))
+    if default_bits:
+        raise PolicyError("--default-bits only completes a --policy file")
+    return space.uniform(Option.parse(bits or fallback))

@@ -1,0 +1,97 @@
+"""Everything a command needs to evaluate policies of one model on one device, built once.
+
+model -> search space and costs (profile) -> data (evaluation + calibration split) ->
+calibration (one pass) -> evaluator. Shared by ``eval``, ``apply`` and ``search``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from smpq_onnx.engine.dataset import Dataset, InputSpec, load_dataset, split_calibration
+from smpq_onnx.engine.evaluator import DEFAULT_BATCH_SIZE, Evaluator
+from smpq_onnx.engine.metrics import Metric, resolve_metric
+from smpq_onnx.errors import DataError
+from smpq_onnx.example import example_data_path, example_model_path
+from smpq_onnx.hardware.cost import CostModel
+from smpq_onnx.hardware.profile import DeviceProfile, load_profile
+from smpq_onnx.model.importer import ImportedModel, import_model
+from smpq_onnx.model.runtime import RuntimeConfig, describe_provider
+from smpq_onnx.quant.calibration import (
+    Calibration,
+    CalibrationSettings,
+    RangeMethod,
+    collect_histograms,
+)
+from smpq_onnx.strategy.space import SearchSpace
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+"""progress(phase, done, total)"""
+
+
+@dataclass(frozen=True)
+class QuantizationContext:
+    model: ImportedModel
+    profile: DeviceProfile
+    space: SearchSpace
+    costs: CostModel
+    eval_data: Dataset
+    calib_data: Dataset
+    calibration: Calibration
+    evaluator: Evaluator
+    metric: Metric
+    runtime: RuntimeConfig
+
+
+def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | None,
+                  calib_data: str | Path | None = None, metric: str | None = None,
+                  runtime: RuntimeConfig | None = None,
+                  activation_range: RangeMethod = "auto",
+                  batch_size: int = DEFAULT_BATCH_SIZE,
+                  progress: Progress | None = None) -> QuantizationContext:
+    """Import, load data, calibrate and set up the evaluator.
+
+    With no model, the bundled example; with no data, the example's data (only then).
+    """
+    runtime = runtime or RuntimeConfig()
+    if model_path is None:
+        model_path = example_model_path()
+        data = data if data is not None else example_data_path()
+    if data is None and calib_data is None:
+        raise DataError("no data: give --data (a .npz, an image folder or module:function)")
+    profile = load_profile(hw)
+    model = import_model(model_path)
+    space = SearchSpace.build(model, profile)
+    specs = InputSpec.of_model(model.ir_model)
+    if calib_data is None:
+        assert data is not None
+        calibration_set, eval_set = split_calibration(load_dataset(data, specs))
+    else:
+        calibration_set = load_dataset(calib_data, specs)
+        eval_set = load_dataset(data, specs) if data is not None else calibration_set
+    chosen_metric = resolve_metric(metric, has_labels=eval_set.labels is not None)
+    logger.info("evaluating on %d samples of %s, calibrating on %d of %s, with %s",
+                len(eval_set), eval_set.source, len(calibration_set), calibration_set.source,
+                describe_provider(runtime))
+
+    def calibration_progress(done: int) -> None:
+        if progress is not None:
+            progress("calibrate", done, len(calibration_set))
+
+    histograms = collect_histograms(
+        model, calibration_set.batches(batch_size), [layer.activation for layer in model.layers],
+        runtime=runtime, progress=calibration_progress)
+    settings = CalibrationSettings(
+        activation_method=activation_range,
+        symmetric_activations=profile.activation_quantization.symmetric,
+        per_channel_weights=profile.weight_quantization.granularity == "per_channel")
+    calibration = Calibration(model, histograms, settings)
+    evaluator = Evaluator(model, calibration, eval_set, chosen_metric, runtime=runtime,
+                          batch_size=batch_size, profile_name=profile.name)
+    return QuantizationContext(model, profile, space, CostModel(model, profile), eval_set,
+                               calibration_set, calibration, evaluator, chosen_metric, runtime)

@@ -1,0 +1,241 @@
+"""``search``: per-layer bit-widths under the device's budgets, written as a deployable result.
+
+model + profile + data -> context (calibration, evaluator) -> budget -> method (SMPQ or a
+baseline) -> the chosen policy scored as its emitted QDQ model -> ``out``: ``model.qdq.onnx``,
+encodings, ``policy.json``, ``report.json``, ``report.md`` and plots. Finished evaluations are
+appended to ``out/.cache/evaluations-<hash>.jsonl``; the same call after a kill resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import onnx_ir as ir
+
+from smpq_onnx.api.choices import one_of, runtime_config
+from smpq_onnx.api.context import Progress, QuantizationContext, build_context
+from smpq_onnx.api.results import SearchOutcome
+from smpq_onnx.engine.evalstore import EvaluationStore, fingerprint
+from smpq_onnx.engine.evaluator import ENGINE_VERSION
+from smpq_onnx.errors import InvalidArgumentError, SmpqError
+from smpq_onnx.export.emit import encodings, save_model_atomic, write_json_atomic
+from smpq_onnx.hardware.budget import W8A8_BITS, Budget
+from smpq_onnx.model.runtime import describe_provider
+from smpq_onnx.quant.options import Option
+from smpq_onnx.quant.policy import write_policy, write_text_atomic
+from smpq_onnx.report.document import build_report, markdown
+from smpq_onnx.report.plots import bits_per_layer, contribution_heatmap, metric_vs_bops
+from smpq_onnx.strategy.baselines import (
+    METHODS,
+    amp_search,
+    context_search,
+    random_search,
+    uniform_search,
+)
+from smpq_onnx.strategy.dmpq.search import DmpqSettings, dmpq_search
+from smpq_onnx.strategy.game import SEMANTICS, QuantizationGame
+from smpq_onnx.strategy.smpq import (
+    CONTROL_VARIATE,
+    DEFAULT_MAX_EVALS,
+    SEARCH_ESTIMATORS,
+    SearchResult,
+    SearchSettings,
+    cheapest_policy,
+    select,
+    shapley_search,
+    sized_settings,
+)
+
+DEFAULT_HW = "flexible"
+DEFAULT_OUT = Path("smpq_out")
+SELECTIONS = ("knapsack", "paper")
+
+
+def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
+           data: str | Path | None = None, calib_data: str | Path | None = None,
+           metric: str | None = None, method: str = "shapley",
+           estimator: str = SearchSettings.estimator, samples: int | None = None,
+           rounds: int | None = None, max_evals: int = DEFAULT_MAX_EVALS,
+           semantics: str = "hard", reference: str = "FP32",
+           truncation: float | None = SearchSettings.truncation, xi: float = SearchSettings.xi,
+           beta: float = SearchSettings.beta, selection: str = "knapsack", seed: int = 0,
+           budget_bops: int | None = None, budget_bops_ratio: float | None = None,
+           budget_flash: int | None = None, budget_sram: int | None = None,
+           budget_latency_ms: float | None = None, max_drop: float | None = None,
+           out: str | Path = DEFAULT_OUT, provider: str = "auto", threads: int = 0,
+           optimization: str = "all", progress: Progress | None = None) -> SearchOutcome:
+    """Search per-layer bit-widths of ``model`` (default: the bundled example) for ``hw``.
+
+    Budgets not given come from the profile. ``method``: shapley (SMPQ) or a baseline
+    (uniform, random, context, amp, dmpq). Raises the typed errors of :mod:`smpq_onnx.errors`
+    (``BudgetInfeasibleError`` when no policy meets the budget). With ``max_drop``, the
+    cheapest selection within that drop of FP32; if none meets it the best policy is still
+    written and the outcome's ``target_missed`` says so.
+    """
+    one_of(method, list(METHODS), "method")
+    one_of(estimator, list(SEARCH_ESTIMATORS), "estimator")
+    one_of(semantics, list(SEMANTICS), "semantics")
+    one_of(selection, SELECTIONS, "selection")
+    if max_drop is not None and method != "shapley":
+        raise InvalidArgumentError("--max-drop works with --method shapley")
+    if estimator == CONTROL_VARIATE and semantics != "hard":
+        raise InvalidArgumentError("--estimator owen-cv needs --semantics hard")
+    started = time.perf_counter()
+    out_dir = Path(out)
+    runtime = runtime_config(provider, threads, optimization)
+    context = build_context(model, hw=hw, data=data, calib_data=calib_data, metric=metric,
+                            runtime=runtime, progress=progress)
+    budget = search_budget(context, bops=budget_bops, bops_ratio=budget_bops_ratio,
+                           flash=budget_flash, sram=budget_sram, latency_ms=budget_latency_ms)
+    setup_s = time.perf_counter() - started
+    store = EvaluationStore(out_dir / ".cache" / f"evaluations-{resume_key(context)}.jsonl")
+    context.evaluator.store = store
+    base = SearchSettings(estimator=estimator, selection=selection, seed=seed, xi=xi,
+                          beta=beta, truncation=truncation or None, semantics=semantics,
+                          reference=str(Option.parse(reference)))
+    game = QuantizationGame(context.space, reference=Option.parse(base.reference),
+                            semantics=semantics)
+    settings = sized_settings(game, base, max_evals=max_evals, samples=samples, rounds=rounds)
+    try:
+        result = run_method(method, game, context, budget, settings, max_evals, progress)
+        missed = None
+        if max_drop is not None:
+            result, missed = cheapest_within(result, context, budget, max_drop)
+        result = as_deployed(result, context)
+    finally:
+        store.close()
+    result.phases = {"setup_s": setup_s, **result.phases}
+    report = write_outputs(result, context, budget, settings, out_dir, method=method)
+    return SearchOutcome(policy=result.policy, final=result.score, fp32=result.fp32_score,
+                         out_dir=out_dir, report=report, target_missed=missed,
+                         percent=context.metric.percent)
+
+
+def run_method(method: str, game: QuantizationGame, context: QuantizationContext,
+               budget: Budget, settings: SearchSettings, max_evals: int,
+               progress: Progress | None) -> SearchResult:
+    evaluator, costs = context.evaluator, context.costs
+    if method == "uniform":
+        return uniform_search(game, evaluator, costs, budget)
+    if method == "random":
+        return random_search(game, evaluator, costs, budget, evaluations=max_evals,
+                             seed=settings.seed)
+    if method == "context":
+        return context_search(game, evaluator, costs, budget, candidates=settings.candidates)
+    if method == "amp":
+        return amp_search(game, evaluator, costs, budget)
+    if method == "dmpq":
+        return dmpq_search(game, evaluator, costs, budget, calib_data=context.calib_data,
+                           settings=DmpqSettings(seed=settings.seed))
+    return shapley_search(game, evaluator, costs, budget, settings, progress)
+
+
+def search_budget(context: QuantizationContext, *, bops: int | None, bops_ratio: float | None,
+                  flash: int | None, sram: int | None, latency_ms: float | None) -> Budget:
+    """The profile's budgets, overridden by those given."""
+    base = Budget.from_profile(context.profile, context.model)
+    if bops_ratio is not None:
+        if not 0 < bops_ratio <= 1:
+            raise InvalidArgumentError(
+                "Invalid value for '--budget-bops-ratio': must be in (0, 1]")
+        bops = int(bops_ratio * context.model.total_macs * W8A8_BITS)
+    return dataclasses.replace(
+        base,
+        bops=bops if bops is not None else base.bops,
+        weight_bytes=flash if flash is not None else base.weight_bytes,
+        peak_activation_bytes=sram if sram is not None else base.peak_activation_bytes,
+        latency_s=latency_ms / 1e3 if latency_ms is not None else base.latency_s,
+    )
+
+
+def resume_key(context: QuantizationContext) -> str:
+    """Hash of everything an evaluation's result depends on (the store's file name)."""
+    evaluator = context.evaluator
+    arrays = [a.tobytes() for d in (context.eval_data, context.calib_data)
+              for a in d.inputs.values()]
+    labels = context.eval_data.labels.tobytes() if context.eval_data.labels is not None else b""
+    return fingerprint(
+        ir.to_proto(context.model.ir_model).SerializeToString(), *arrays, labels,
+        context.profile.model_dump_json(), context.metric.name,
+        repr(context.calibration.settings), repr(context.runtime), str(evaluator.batch_size),
+        # Segment boundaries change float accumulation at full optimization: part of the key.
+        repr([segment.output for segment in evaluator.plan.segments]), ENGINE_VERSION)
+
+
+def as_deployed(result: SearchResult, context: QuantizationContext) -> SearchResult:
+    """The final metric is the emitted QDQ model's; the fake-quant engine's is kept beside it."""
+    evaluator = context.evaluator
+    deployed = evaluator.evaluate_deployed(result.policy).score
+    details = {**result.details, "fast_engine_score": evaluator.evaluate(result.policy).score}
+    return dataclasses.replace(result, score=deployed, details=details)
+
+
+def cheapest_within(result: SearchResult, context: QuantizationContext, budget: Budget,
+                    max_drop: float) -> tuple[SearchResult, str | None]:
+    """Bisect the BOPs budget for the cheapest selection within ``max_drop`` of FP32.
+
+    Returns the result and, when no selection met the target, the message saying so.
+    """
+    scale = 100.0 if context.metric.percent else 1.0
+    target = result.fp32_score - max_drop / scale
+    costs, evaluator, game = context.costs, context.evaluator, result.game
+    assert result.phi is not None, "--max-drop needs Shapley values"
+    phi = result.phi
+    best_ok = result if result.score >= target else None
+    low = float(costs.cost(cheapest_policy(game)).bops)
+    high = float(result.costs.bops)
+    for _ in range(8):
+        if best_ok is None or high - low < 0.01 * high:
+            break
+        middle = (low + high) / 2
+        trial_budget = dataclasses.replace(budget, bops=int(middle))
+        try:
+            policy, score, scored = select(game, costs, trial_budget, phi, evaluator,
+                                           candidates=1)
+        except SmpqError:
+            low = middle
+            continue
+        if score >= target:
+            best_ok = dataclasses.replace(result, policy=policy, score=score,
+                                          costs=costs.cost(policy), candidates=scored)
+            high = float(best_ok.costs.bops)
+        else:
+            low = middle
+    if best_ok is not None:
+        return best_ok, None
+    shown = f"{result.score * scale:.4f}"
+    return result, (
+        f"no policy within {max_drop:g} of FP32 ({result.fp32_score * scale:.4f}) meets the "
+        f"budget; the best found ({shown}) was written; relax the budget or --max-drop")
+
+
+def write_outputs(result: SearchResult, context: QuantizationContext, budget: Budget,
+                  settings: SearchSettings, out_dir: Path, *, method: str) -> dict[str, Any]:
+    start = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    emitted = context.evaluator.deployed_model(result.policy)
+    save_model_atomic(emitted, out_dir / "model.qdq.onnx")
+    write_json_atomic(encodings(context.model, result.policy, context.calibration),
+                      out_dir / "model.qdq.encodings.json")
+    write_policy(result.policy, out_dir / "policy.json")
+    history = [{"score": r.score, "bops": sum(context.costs.layer_bops(n, o)
+                                              for n, o in p.items())}
+               for p, r in context.evaluator.history.items()]
+    result.phases["emit_s"] = time.perf_counter() - start
+    report = build_report(
+        result, method=method, model=context.model.source, profile=context.profile.name,
+        metric=context.metric.name, budget=budget, costs=context.costs, settings=settings,
+        evaluations=context.evaluator.n_evaluations, resumed=context.evaluator.n_resumed,
+        deployed_evaluations=context.evaluator.n_deployed,
+        history=history, phases=result.phases, n_eval=len(context.eval_data),
+        provider=describe_provider(context.runtime))
+    write_json_atomic(report, out_dir / "report.json")
+    write_text_atomic(out_dir / "report.md", markdown(report, percent=context.metric.percent))
+    if report["contributions"]:
+        contribution_heatmap(report, out_dir / "contributions.png")
+    bits_per_layer(report, out_dir / "bits_per_layer.png")
+    metric_vs_bops(report, out_dir / "metric_vs_bops.png")
+    return report

@@ -1,0 +1,310 @@
+"""Policy evaluation on ONNX Runtime: policy -> metric on one fixed evaluation set.
+
+The model is cut into segments at single-tensor boundaries (:mod:`smpq_onnx.engine.segments`). Per
+segment and configuration of its layers, the evaluation graph (activation fake-quant chains,
+and fake-quantized weights cached per (layer, bits) as ready TensorProtos) is built on the
+protobuf and one session created (kept in a small LRU). A policy runs from the first segment
+whose prefix of configurations has no cached boundary activations: searches evaluate policies
+that differ in a layer or two, so most evaluations skip part of the network. Results are
+memoized on the policy, which is the whole realized configuration (calibration is fixed for
+the evaluator's life). The FP32 outputs are computed once, on the whole model, and serve the
+fidelity metrics.
+
+This fast engine simulates quantization in float. At ORT's full optimization the deployable QDQ
+model runs differently (integer QLinearConv, other fusions), and low-bit rounding magnifies the
+difference. :meth:`Evaluator.evaluate_deployed` therefore measures a policy the way it ships:
+it emits the QDQ model (:mod:`smpq_onnx.export.emit`) and runs it as it is, in the same runtime
+settings. Searches score their final candidates with it, so the metric they report is the
+emitted file's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+from onnx import numpy_helper
+
+from smpq_onnx.engine.dataset import Dataset, InputSpec
+from smpq_onnx.engine.evalstore import DEPLOYED, EvaluationStore
+from smpq_onnx.engine.fakequant import build_eval_model
+from smpq_onnx.engine.metrics import Metric
+from smpq_onnx.engine.prefix_cache import BoundaryCache, SessionCache
+from smpq_onnx.engine.segments import SegmentPlan, plan_segments, segment_model
+from smpq_onnx.export.emit import emit_qdq_model
+from smpq_onnx.model.importer import ImportedModel
+from smpq_onnx.model.layers import QuantizableLayer
+from smpq_onnx.model.runtime import RuntimeConfig
+from smpq_onnx.quant.calibration import Calibration
+from smpq_onnx.quant.options import FLOAT_BITS, Mixture, Option, Shares, shares_of
+from smpq_onnx.quant.policy import Policy
+
+DEFAULT_BATCH_SIZE = 64  # measured: smaller batches keep the fake-quant passes in cache
+DEFAULT_PREFIX_CACHE_BYTES = 512 << 20
+DEFAULT_SESSION_CACHE = 16
+DEFAULT_MAX_SEGMENTS = 8
+ENGINE_VERSION = "segmented-2: CPU batches side by side on single-thread sessions"
+"""Part of the resume key: a change of kernels or threading may move low-bit results."""
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    score: float
+    n_samples: int
+    seconds: float
+    cached: bool = False
+
+
+class Evaluator:
+    def __init__(self, model: ImportedModel, calibration: Calibration, data: Dataset,
+                 metric: Metric, *, runtime: RuntimeConfig | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE,
+                 prefix_cache_bytes: int = DEFAULT_PREFIX_CACHE_BYTES,
+                 session_cache: int = DEFAULT_SESSION_CACHE,
+                 max_segments: int = DEFAULT_MAX_SEGMENTS, profile_name: str = "custom") -> None:
+        self.model = model
+        self.profile_name = profile_name
+        """Written into deployed models' metadata (it does not change their numerics)."""
+        self.calibration = calibration
+        self.data = data
+        self.metric = metric
+        self.runtime = runtime or RuntimeConfig()
+        self.batch_size = _batch_size(model, batch_size)
+        self._base = ir.to_proto(model.ir_model)
+        self._base_bytes = self._base.SerializeToString()
+        # The base graph without the layers' weights and biases; each policy adds its own.
+        self._distinct_weight_layers = list({layer.weight: layer
+                                             for layer in model.layers}.values())
+        self._biased_layers = [layer for layer in model.layers if model.owns_bias(layer)]
+        replaced = {layer.weight for layer in model.layers} | {
+            layer.bias for layer in self._biased_layers if layer.bias is not None}
+        self._original_constants = {init.name: numpy_helper.to_array(init)
+                                    for init in self._base.graph.initializer
+                                    if init.name in replaced}
+        self._skeleton = onnx.ModelProto()
+        self._skeleton.CopyFrom(self._base)
+        kept = [init for init in self._base.graph.initializer if init.name not in replaced]
+        del self._skeleton.graph.initializer[:]
+        self._skeleton.graph.initializer.extend(kept)
+        self.plan: SegmentPlan = plan_segments(
+            self._skeleton, model.layers, model.shapes, n_samples=len(data),
+            max_boundary_bytes=prefix_cache_bytes // 4, max_segments=max_segments)
+        self._segment_skeletons = [segment_model(self.plan, seg, self._skeleton,
+                                                 self._skeleton.graph.initializer)
+                                   for seg in self.plan.segments]
+        owner = {layer.weight: layer for layer in self._distinct_weight_layers}
+        # The layers whose options a segment's graph depends on (a shared weight follows the
+        # layer that owns it in eval_model, wherever that layer sits).
+        self._segment_deps = [
+            tuple(dict.fromkeys([*(la.name for la in seg.layers),
+                                 *(owner[la.weight].name for la in seg.layers)]))
+            for seg in self.plan.segments]
+        self.boundaries = BoundaryCache(prefix_cache_bytes)
+        self.sessions: SessionCache[ort.InferenceSession] = SessionCache(session_cache)
+        self._workers = self.runtime.batch_workers()
+        self._pool = ThreadPoolExecutor(self._workers) if self._workers > 1 else None
+        self._weights: dict[tuple[str, Shares], onnx.TensorProto] = {}
+        self._biases: dict[tuple[str, int, int], onnx.TensorProto] = {}
+        self._results: dict[Policy, EvalResult] = {}
+        self._deployed: dict[tuple[Policy, bool], EvalResult] = {}
+        self.n_evaluations = 0
+        self.n_deployed = 0
+        self.n_resumed = 0
+        self.store: EvaluationStore | None = None
+        self.reference = self._run(self.runtime.session(self._base_bytes))
+        self.fp32_score = metric(self.reference, self.reference, data.labels)
+
+    def evaluate(self, policy: Policy) -> EvalResult:
+        """The metric of ``policy`` on the evaluation set (memoized)."""
+        known = self._results.get(policy)
+        if known is not None:
+            return EvalResult(known.score, known.n_samples, 0.0, cached=True)
+        stored = self.store.get(policy) if self.store is not None else None
+        if stored is not None:
+            self.n_resumed += 1
+            result = EvalResult(stored, len(self.data), 0.0, cached=True)
+            self._results[policy] = result
+            return result
+        start = time.perf_counter()
+        outputs = self.outputs(policy)
+        score = self.score_outputs(outputs)
+        result = EvalResult(score, len(self.data), time.perf_counter() - start)
+        self._results[policy] = result
+        self.n_evaluations += 1
+        if self.store is not None:
+            self.store.put(policy, score)
+        return result
+
+    def deployed_model(self, policy: Policy, *, native_int4: bool = False) -> onnx.ModelProto:
+        """The deployable QDQ model of ``policy``, as ``apply`` and ``search`` write it."""
+        return emit_qdq_model(self.model, policy, self.calibration, profile=self.profile_name,
+                              native_int4=native_int4)
+
+    def evaluate_deployed(self, policy: Policy, *, native_int4: bool = False) -> EvalResult:
+        """The metric of ``policy``'s emitted QDQ model, run as it is (memoized, persisted)."""
+        known = self._deployed.get((policy, native_int4))
+        if known is not None:
+            return EvalResult(known.score, known.n_samples, 0.0, cached=True)
+        engine = DEPLOYED + ("-int4" if native_int4 else "")
+        stored = self.store.get(policy, engine=engine) if self.store is not None else None
+        if stored is not None:
+            result = EvalResult(stored, len(self.data), 0.0, cached=True)
+        else:
+            start = time.perf_counter()
+            model = self.deployed_model(policy, native_int4=native_int4)
+            score = self.score_outputs(self.run_model(model.SerializeToString()))
+            result = EvalResult(score, len(self.data), time.perf_counter() - start)
+            self.n_deployed += 1
+            if self.store is not None:
+                self.store.put(policy, score, engine=engine)
+        self._deployed[(policy, native_int4)] = result
+        return result
+
+    def run_model(self, model: bytes) -> np.ndarray:
+        """First output of a whole model (same inputs) on the evaluation set, in a new session."""
+        return self._run(self.runtime.session(model))
+
+    def score_outputs(self, outputs: np.ndarray) -> float:
+        return self.metric(outputs, self.reference, self.data.labels)
+
+    @property
+    def history(self) -> dict[Policy, EvalResult]:
+        """Every policy evaluated so far (resumed ones included)."""
+        return dict(self._results)
+
+    def evaluate_many(self, policies: Iterable[Policy],
+                      progress: Callable[[int], None] | None = None) -> list[EvalResult]:
+        results = []
+        for i, policy in enumerate(policies):
+            results.append(self.evaluate(policy))
+            if progress is not None:
+                progress(i + 1)
+        return results
+
+    def outputs(self, policy: Policy) -> np.ndarray:
+        """The model's first output for every evaluation sample under ``policy``.
+
+        Starts at the first segment whose prefix of configurations has no cached boundary.
+        """
+        configs = [tuple(policy[name] for name in deps) for deps in self._segment_deps]
+        last = len(self.plan) - 1
+        start, carried = 0, None
+        for k in range(last - 1, -1, -1):
+            carried = self.boundaries.get((k, tuple(configs[:k + 1])))
+            if carried is not None:
+                start = k + 1
+                for shallower in range(k - 1, -1, -1):
+                    self.boundaries.touch((shallower, tuple(configs[:shallower + 1])))
+                break
+        feeds: list[dict[str, np.ndarray]]
+        if carried is None:
+            feeds = list(self.data.batches(self.batch_size))
+        else:
+            feeds = [{self.plan.segments[start].inputs[0]: a} for a in carried]
+        chain = [(self.sessions.get((k, configs[k]), partial(self._segment_session, k, policy)),
+                  self.plan.segments[k].output) for k in range(start, last + 1)]
+
+        def run(feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            """One batch through every remaining segment (it stays in cache on one core)."""
+            outputs = []
+            for session, output in chain:
+                outputs.append(session.run([output], feed)[0])
+                feed = {output: outputs[-1]}
+            return outputs
+
+        if self._pool is None or len(feeds) == 1:
+            per_batch = [run(feed) for feed in feeds]
+        else:
+            per_batch = list(self._pool.map(run, feeds))
+        for k in range(start, last):
+            self.boundaries.put((k, tuple(configs[:k + 1])),
+                                [outputs[k - start] for outputs in per_batch])
+        return np.concatenate([outputs[-1] for outputs in per_batch])
+
+    def _segment_session(self, k: int, policy: Policy) -> ort.InferenceSession:
+        single = 1 if self._pool is not None else None
+        return self.runtime.session(self.segment_eval_model(k, policy), arena=False,
+                                    threads=single)
+
+    def segment_eval_model(self, k: int, policy: Policy) -> onnx.ModelProto:
+        """Segment ``k`` of :meth:`eval_model`, standalone."""
+        segment = self.plan.segments[k]
+        model = build_eval_model(self._segment_skeletons[k], segment.layers, policy,
+                                 self.calibration.activation)
+        weights = {layer.weight for layer in segment.layers}
+        model.graph.initializer.extend(self._weight_tensor(layer, policy[layer.name])
+                                       for layer in self._distinct_weight_layers
+                                       if layer.weight in weights)
+        inside = {layer.name for layer in segment.layers}
+        model.graph.initializer.extend(self._bias_tensor(layer, policy[layer.name])
+                                       for layer in self._biased_layers if layer.name in inside)
+        return model
+
+    def eval_model(self, policy: Policy) -> onnx.ModelProto:
+        """The FP32 graph with activation fake-quant chains and fake-quantized weights.
+
+        Weights are written into the model rather than overridden with
+        ``SessionOptions.add_initializer``: at ORT_ENABLE_ALL the NCHWc transformer reorders
+        the graph's own weight data and ignores the override (measured here).
+        """
+        model = build_eval_model(self._skeleton, self.model.layers, policy,
+                                 self.calibration.activation)
+        model.graph.initializer.extend(self._weight_tensor(layer, policy[layer.name])
+                                       for layer in self._distinct_weight_layers)
+        model.graph.initializer.extend(self._bias_tensor(layer, policy[layer.name])
+                                       for layer in self._biased_layers)
+        return model
+
+    def _bias_tensor(self, layer: QuantizableLayer, option: Option) -> onnx.TensorProto:
+        """int32-quantized bias when the layer's input and weight are both quantized (at one
+        width each; a mixture keeps the float bias)."""
+        assert layer.bias is not None
+        quantized = (option.w_bits != FLOAT_BITS and option.a_bits != FLOAT_BITS
+                     and not isinstance(option, Mixture))
+        key = (layer.name, option.w_bits, option.a_bits) if quantized else (layer.name, 0, 0)
+        if key not in self._biases:
+            deployed = (self.calibration.bias(layer, option.w_bits, option.a_bits)
+                        if quantized else None)
+            array = self._original_constants[layer.bias] if deployed is None else deployed
+            self._biases[key] = numpy_helper.from_array(array, layer.bias)
+        return self._biases[key]
+
+    def _weight_tensor(self, layer: QuantizableLayer, option: Option) -> onnx.TensorProto:
+        """The fake-quantized weight; for a mixture, sum_b p_b Q_b(W)."""
+        shares = shares_of(option, "w")
+        key = (layer.weight, shares)
+        if key not in self._weights:
+            if len(shares) == 1:
+                array = self._weight_array(layer, shares[0][0])
+            else:
+                array = np.asarray(np.sum([share * self._weight_array(layer, bits)
+                                           for bits, share in shares], axis=0), np.float32)
+            self._weights[key] = numpy_helper.from_array(array, layer.weight)
+        return self._weights[key]
+
+    def _weight_array(self, layer: QuantizableLayer, bits: int) -> np.ndarray:
+        return (self._original_constants[layer.weight] if bits == FLOAT_BITS
+                else self.calibration.weight(layer, bits))
+
+    def session(self, policy: Policy) -> ort.InferenceSession:
+        return self.runtime.session(self.eval_model(policy))
+
+    def _run(self, session: ort.InferenceSession) -> np.ndarray:
+        output = session.get_outputs()[0].name
+        parts = [session.run([output], batch)[0]
+                 for batch in self.data.batches(self.batch_size)]
+        return np.concatenate(parts)
+
+
+def _batch_size(model: ImportedModel, requested: int) -> int:
+    """The model's static batch size if it has one, else ``requested``."""
+    static = {spec.shape[0] for spec in InputSpec.of_model(model.ir_model)}
+    fixed = [b for b in static if b is not None]
+    return fixed[0] if fixed else requested

@@ -1,0 +1,104 @@
+"""ONNX -> (onnx-ir model, networkx view, static shapes, quantizable layers).
+
+The import pipeline is declared as data (``IMPORT_PASSES``) and run by onnx-ir's PassManager.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import networkx as nx
+import onnx
+import onnx_ir as ir
+from onnx_ir.passes import common as ir_passes
+
+from smpq_onnx.errors import UnsupportedModelError
+from smpq_onnx.model.dataflow import Dataflow, build_dataflow
+from smpq_onnx.model.graph_view import build_graph_view, execution_order
+from smpq_onnx.model.layers import QuantizableLayer, count_subgraph_layers, find_layers
+from smpq_onnx.model.loading import check_model_supported, load_onnx
+from smpq_onnx.model.shapes import Shape, infer_static_shapes
+from smpq_onnx.passes.constant_identity import ConstantIdentityEliminationPass
+from smpq_onnx.passes.fold_batchnorm import FoldBatchNormPass
+from smpq_onnx.passes.fold_constant_transpose import FoldConstantTransposePass
+
+logger = logging.getLogger(__name__)
+
+
+def import_passes() -> list[ir.passes.PassBase]:
+    """The canonicalization applied to every model before analysis, in order."""
+    return [
+        # IR < 4 models list initializers as graph inputs too: they are constants here.
+        ir_passes.RemoveInitializersFromInputsPass(),
+        # Weights held in Constant nodes become initializers (size_limit=0: every tensor).
+        ir_passes.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=0),
+        ConstantIdentityEliminationPass(),
+        FoldConstantTransposePass(),
+        FoldBatchNormPass(),
+        ir_passes.RemoveUnusedNodesPass(),
+        # Empty and duplicate node names (ORT refuses duplicates) become unique.
+        ir_passes.NameFixPass(),
+    ]
+
+
+@dataclass(frozen=True)
+class ImportedModel:
+    """An FP32 model ready for analysis and rewriting."""
+
+    ir_model: ir.Model
+    view: nx.MultiDiGraph
+    flow: Dataflow
+    schedule: tuple[str, ...]
+    shapes: dict[str, Shape]
+    layers: tuple[QuantizableLayer, ...]
+    source: str
+    notes: tuple[str, ...] = ()
+
+    def layer(self, name: str) -> QuantizableLayer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def owns_bias(self, layer: QuantizableLayer) -> bool:
+        """Whether ``layer`` alone reads its bias (only then is the bias quantized to int32)."""
+        if layer.bias is None:
+            return False
+        value = self.ir_model.graph.initializers.get(layer.bias)
+        return value is not None and len(value.uses()) == 1
+
+    @property
+    def total_macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+
+def import_model(source: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> ImportedModel:
+    """Load (if a path), canonicalize and analyse an FP32 ONNX model."""
+    if isinstance(source, onnx.ModelProto):
+        check_model_supported(source, source="model")
+        proto, label = source, "model"
+    else:
+        proto, label = load_onnx(source), str(source)
+    model = ir.from_proto(proto)
+    ir.passes.PassManager(import_passes())(model)
+
+    shapes = infer_static_shapes(model, batch_size=batch_size)
+    layers = find_layers(model, shapes)
+    if not layers:
+        raise UnsupportedModelError(
+            f"{label} has no quantizable layer (Conv, ConvTranspose, Gemm or MatMul with a "
+            "constant FP32 weight); nothing to quantize"
+        )
+    notes = []
+    inner = count_subgraph_layers(model)
+    if inner:
+        notes.append(f"{inner} layer(s) inside If/Loop/Scan bodies stay in float")
+        logger.info(notes[-1])
+    view = build_graph_view(model)
+    flow = build_dataflow(view, [o.name or "" for o in model.graph.outputs])
+    return ImportedModel(
+        ir_model=model, view=view, flow=flow, schedule=execution_order(view), shapes=shapes,
+        layers=layers, source=label, notes=tuple(notes),
+    )

@@ -1,0 +1,1 @@
+"""The quantization room: options and policies, quantizers, histograms, calibration, rounding."""

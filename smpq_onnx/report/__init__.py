@@ -1,0 +1,1 @@
+"""The report room: report JSON/Markdown and plots of a finished search."""

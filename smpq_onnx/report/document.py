@@ -1,0 +1,118 @@
+"""The search report: one JSON object (report.json, --json) and its markdown summary."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from smpq_onnx._version import __version__
+from smpq_onnx.hardware.budget import W8A8_BITS, Budget
+from smpq_onnx.hardware.cost import CostModel
+from smpq_onnx.strategy.smpq import SearchResult, SearchSettings
+
+
+def build_report(result: SearchResult, *, method: str, model: str, profile: str, metric: str,
+                 budget: Budget, costs: CostModel, settings: SearchSettings,
+                 evaluations: int, resumed: int, deployed_evaluations: int,
+                 history: list[dict[str, Any]],
+                 phases: dict[str, float], n_eval: int, provider: str) -> dict[str, Any]:
+    game = result.game
+    contributions = []
+    for i, player in enumerate(game.players if result.phi is not None else ()):
+        contributions.append({"unit": game.unit_names[player.unit], "side": player.side,
+                              "w_bits": player.w_bits, "a_bits": player.a_bits,
+                              "phi": float(result.phi[i]),  # type: ignore[index]
+                              "stderr": _finite(result.stderr[i]),  # type: ignore[index]
+                              "alpha": float(result.alpha[i])})  # type: ignore[index]
+    layers = []
+    for layer in costs.model.layers:
+        option = result.policy[layer.name]
+        layers.append({"name": layer.name, "op_type": layer.op_type, "w_bits": option.w_bits,
+                       "a_bits": option.a_bits, "macs": layer.macs,
+                       "bops": costs.layer_bops(layer.name, option),
+                       "weight_bytes": costs.layer_weight_bytes(layer.name, option)})
+    return {
+        "model": model, "profile": profile, "metric": metric, "eval_samples": n_eval,
+        "fp32": result.fp32_score, "final": result.score,
+        "final_engine": "emitted QDQ model",
+        "final_fast_engine": result.details.get("fast_engine_score"),
+        "policy": result.policy.to_json_dict(),
+        "costs": result.costs.to_json_dict(),
+        "budget": [{"resource": line.resource, "used": line.used, "limit": line.limit,
+                    "fits": line.fits} for line in budget.check(result.costs)],
+        "w8a8_bops": costs.model.total_macs * W8A8_BITS,
+        "layers": layers,
+        "contributions": contributions,
+        "candidates": [{"policy": p.to_json_dict(), "score": s, "bops": costs.cost(p).bops,
+                        "uniform": len(set(p.values())) == 1}
+                       for p, s in result.candidates],
+        "evaluations": evaluations, "resumed_evaluations": resumed,
+        "deployed_evaluations": deployed_evaluations,
+        "evaluated_policies": history,
+        "phases_s": phases,
+        "method_details": dict(result.details),
+        "settings": {"method": method, **settings.__dict__},
+        "seed": settings.seed,
+        "versions": {"smpq_onnx": __version__, "onnx": onnx.__version__,
+                     "onnxruntime": ort.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+        "provider": provider,
+    }
+
+
+def _finite(value: float) -> float | None:
+    """None for an unknown (infinite) standard error, so the report stays strict JSON."""
+    return float(value) if np.isfinite(value) else None
+
+
+def markdown(report: dict[str, Any], *, percent: bool) -> str:
+    scale, unit = (100.0, " %") if percent else (1.0, "")
+    lines = [
+        f"# smpq-onnx search: {report['model']}",
+        "",
+        f"Method `{report['settings']['method']}`, profile `{report['profile']}`, metric "
+        f"`{report['metric']}` on {report['eval_samples']} samples, seed {report['seed']}.",
+        "",
+        "| | value |", "|---|---|",
+        f"| FP32 | {report['fp32'] * scale:.4f}{unit} |",
+        f"| chosen policy (emitted QDQ model) | {report['final'] * scale:.4f}{unit} |",
+        *([f"| chosen policy (fake-quant engine of the search) | "
+           f"{report['final_fast_engine'] * scale:.4f}{unit} |"]
+          if report.get("final_fast_engine") is not None else []),
+        f"| real evaluations | {report['evaluations']} (+{report['resumed_evaluations']} "
+        f"resumed; {report['deployed_evaluations']} of emitted models) |",
+        f"| wall time | {sum(report['phases_s'].values()):.1f} s |",
+        "",
+        "## Budgets", "", "| resource | used | limit | fits |", "|---|---|---|---|",
+    ]
+    lines += [f"| {b['resource']} | {b['used']:.6g} | {b['limit']:.6g} | "
+              f"{'yes' if b['fits'] else 'NO'} |" for b in report["budget"]]
+    lines += ["", "## Policy", "", "| layer | op | W | A | MACs | BOPs | weight bytes |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {la['name']} | {la['op_type']} | {la['w_bits']} | {la['a_bits']} | "
+              f"{la['macs']} | {la['bops']} | {la['weight_bytes']} |" for la in report["layers"]]
+    lines += ["", "## Candidates evaluated at selection", "", "| # | source | score | BOPs |",
+              "|---|---|---|---|"]
+    lines += [f"| {i + 1} | {'uniform' if c['uniform'] else 'mixed'} | "
+              f"{c['score'] * scale:.4f}{unit} | {c['bops']} |"
+              for i, c in enumerate(report["candidates"])]
+    if report.get("method_details"):
+        lines += ["", "## Method details", "", "| key | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in report["method_details"].items()]
+    lines += ["", "## Time per phase", "", "| phase | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in report["phases_s"].items()]
+    if report["contributions"]:
+        lines += ["", "## Contributions (Shapley value ± standard error)", "",
+                  "| unit | player | phi | stderr |", "|---|---|---|---|"]
+    for c in report["contributions"]:
+        player = {"w": f"W{c['w_bits']}", "a": f"A{c['a_bits']}",
+                  "wa": f"W{c['w_bits']}A{c['a_bits']}"}[c["side"]]
+        stderr = "n/a" if c["stderr"] is None else f"{c['stderr']:.5f}"
+        lines.append(f"| {c['unit']} | {player} | {c['phi']:.5f} | {stderr} |")
+    lines += ["", "Plots: `bits_per_layer.png`, `metric_vs_bops.png`"
+              + (", `contributions.png`." if report["contributions"] else "."), ""]
+    return "\n".join(lines)

@@ -1,0 +1,204 @@
+"""Baseline search methods beside SMPQ, on the same evaluator, game units and budgets.
+
+- ``uniform``: the most precise single option for every unit that meets the budget.
+- ``random``: random feasible policies (a knapsack over random utilities is feasible by
+  construction), as many as the evaluation budget allows; the best is kept.
+- ``context``: each unit's options varied alone around a uniform background (about 4 bits),
+  the metric changes used as knapsack utilities (ALGORITHMS.md: matched exact Shapley values
+  in a simulation).
+- ``amp``: the post-training mixed-precision algorithm of AIMET (seed 003): per unit and
+  candidate the metric with that unit alone lowered (others at the most precise option), a
+  greedy Pareto curve lowering the unit/candidate with the least predicted loss per BOPs
+  saved, and the first point on the curve that meets every budget.
+- ``dmpq``: EdMIPS-style differentiable search
+  (:mod:`smpq_onnx.strategy.dmpq.search`; needs torch, which that module imports only when it runs).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+
+import numpy as np
+
+from smpq_onnx.engine.evaluator import Evaluator
+from smpq_onnx.errors import BudgetInfeasibleError
+from smpq_onnx.hardware.budget import Budget
+from smpq_onnx.hardware.cost import CostModel
+from smpq_onnx.quant.options import Option
+from smpq_onnx.quant.policy import Policy
+from smpq_onnx.strategy.game import QuantizationGame
+from smpq_onnx.strategy.selection import Infeasible, solve
+from smpq_onnx.strategy.smpq import (
+    SearchResult,
+    best_uniform_policy,
+    infeasible_error,
+    knapsack_problem,
+    policy_of,
+    select,
+)
+
+METHODS = ("shapley", "uniform", "random", "context", "amp", "dmpq")
+
+
+def _result(policy: Policy, score: float, game: QuantizationGame, evaluator: Evaluator,
+            costs: CostModel, candidates: list[tuple[Policy, float]],
+            phases: dict[str, float]) -> SearchResult:
+    return SearchResult(policy, score, costs.cost(policy), evaluator.fp32_score, game, None,
+                        None, None, candidates, phases)
+
+
+def uniform_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
+                   budget: Budget) -> SearchResult:
+    start = time.perf_counter()
+    policy = best_uniform_policy(game, costs, budget)
+    if policy is None:
+        raise BudgetInfeasibleError("no uniform option meets the budget; relax it or use a "
+                                    "mixed-precision method")
+    score = evaluator.evaluate(policy).score
+    return _result(policy, score, game, evaluator, costs, [(policy, score)],
+                   {"search_s": time.perf_counter() - start})
+
+
+def random_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
+                  budget: Budget, *, evaluations: int, seed: int) -> SearchResult:
+    start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    scored: list[tuple[Policy, float]] = []
+    for _ in range(evaluations):
+        utilities = [rng.normal(size=len(unit.options)) for unit in game.units]
+        try:
+            policy = policy_of(game, solve(knapsack_problem(game, costs, budget, utilities)))
+        except Infeasible as e:
+            raise infeasible_error(game, costs, budget) from e
+        scored.append((policy, evaluator.evaluate(policy).score))
+    policy, score = max(scored, key=lambda item: item[1])
+    return _result(policy, score, game, evaluator, costs, [(policy, score)],
+                   {"search_s": time.perf_counter() - start})
+
+
+def _background(game: QuantizationGame) -> list[Option]:
+    """Per unit, the option closest to 4 x 4 bits (ties: more activation bits)."""
+    return [min(unit.options, key=lambda o: (abs(o.w_bits * o.a_bits - 16), -o.a_bits))
+            for unit in game.units]
+
+
+def _with(game: QuantizationGame, options: list[Option]) -> Policy:
+    return policy_of(game, [unit.options.index(o) for unit, o in zip(game.units, options,
+                                                                        strict=True)])
+
+
+def context_utilities(game: QuantizationGame, evaluator: Evaluator) -> list[np.ndarray]:
+    """Per unit, the metric change of each option varied alone around the background.
+
+    Split-side games vary the weight and the activation bits separately (the option's utility
+    is the sum of both changes); joint games vary the whole option. Independent of budgets.
+    """
+    background = _background(game)
+    base = evaluator.evaluate(_with(game, background)).score
+    utilities = []
+    for k, unit in enumerate(game.units):
+        row = []
+        for option in unit.options:
+            if game.split_sides:
+                gain = 0.0
+                for varied in (Option(option.w_bits, background[k].a_bits),
+                               Option(background[k].w_bits, option.a_bits)):
+                    trial = list(background)
+                    trial[k] = varied
+                    gain += evaluator.evaluate(_with(game, trial)).score - base
+            else:
+                trial = list(background)
+                trial[k] = option
+                gain = evaluator.evaluate(_with(game, trial)).score - base
+            row.append(gain)
+        utilities.append(np.array(row))
+    return utilities
+
+
+def context_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
+                   budget: Budget, *, candidates: int = 3) -> SearchResult:
+    start = time.perf_counter()
+    utilities = context_utilities(game, evaluator)
+    phases = {"sensitivity_s": time.perf_counter() - start}
+    start = time.perf_counter()
+    policy, score, scored = _select_with_utilities(game, costs, budget, utilities, evaluator,
+                                                   candidates)
+    phases["selection_s"] = time.perf_counter() - start
+    return _result(policy, score, game, evaluator, costs, scored, phases)
+
+
+def _select_with_utilities(game: QuantizationGame, costs: CostModel, budget: Budget,
+                           utilities: list[np.ndarray], evaluator: Evaluator,
+                           candidates: int) -> tuple[Policy, float, list[tuple[Policy, float]]]:
+    return select(game, costs, budget, np.zeros(len(game.players)), evaluator,
+                  candidates=candidates, utilities=utilities)
+
+
+def amp_sensitivities(game: QuantizationGame, evaluator: Evaluator, *,
+                      candidates: Collection[Option] | None = None) -> list[dict[Option, float]]:
+    """Per unit, the metric drop of each candidate option with that unit alone lowered.
+
+    The other units stay at their most precise option (which is always a candidate, drop 0).
+    ``candidates`` restricts the options tried (AIMET's candidate list); None tries every
+    legal option. Independent of budgets.
+    """
+    top = _top(game)
+    reference = evaluator.evaluate(_with(game, top)).score
+    drop: list[dict[Option, float]] = []
+    for k, unit in enumerate(game.units):
+        table = {top[k]: 0.0}
+        for option in unit.options:
+            if option != top[k] and (candidates is None or option in candidates):
+                trial = list(top)
+                trial[k] = option
+                table[option] = reference - evaluator.evaluate(_with(game, trial)).score
+        drop.append(table)
+    return drop
+
+
+def amp_select(game: QuantizationGame, evaluator: Evaluator, costs: CostModel, budget: Budget,
+               drop: list[dict[Option, float]]) -> tuple[Policy, float]:
+    """Greedy Pareto curve over the options in ``drop``; the first point meeting the budget."""
+    bops = [{o: sum(costs.layer_bops(name, o) for name in unit.layers) for o in unit.options}
+            for unit in game.units]
+    current = _top(game)
+    curve = [list(current)]
+    while True:
+        best = None
+        for k, unit in enumerate(game.units):
+            for option in unit.options:
+                if option not in drop[k]:
+                    continue
+                saved = bops[k][current[k]] - bops[k][option]
+                if saved <= 0:
+                    continue
+                ratio = (drop[k][option] - drop[k][current[k]]) / saved
+                if best is None or ratio < best[0]:
+                    best = (ratio, k, option)
+        if best is None:
+            break
+        current[best[1]] = best[2]
+        curve.append(list(current))
+    for point in curve:
+        policy = _with(game, point)
+        if all(line.fits for line in budget.check(costs.cost(policy))):
+            return policy, evaluator.evaluate(policy).score
+    raise infeasible_error(game, costs, budget)
+
+
+def amp_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
+               budget: Budget) -> SearchResult:
+    start = time.perf_counter()
+    drop = amp_sensitivities(game, evaluator)
+    phases = {"sensitivity_s": time.perf_counter() - start}
+    start = time.perf_counter()
+    policy, score = amp_select(game, evaluator, costs, budget, drop)
+    phases["pareto_s"] = time.perf_counter() - start
+    return _result(policy, score, game, evaluator, costs, [(policy, score)], phases)
+
+
+def _top(game: QuantizationGame) -> list[Option]:
+    """Per unit, its most precise option (most w_bits * a_bits, then more activation bits)."""
+    return [max(unit.options, key=lambda o: (o.w_bits * o.a_bits, o.a_bits))
+            for unit in game.units]

@@ -1,0 +1,1 @@
+"""DMPQ (EdMIPS): softmax(alpha) mixtures of the evaluator's quantizers trained in torch."""

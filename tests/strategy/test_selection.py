@@ -1,0 +1,89 @@
+"""The multiple-choice knapsack on hand-computed tables."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smpq_onnx.strategy.selection import Infeasible, KnapsackProblem, MemoryModel, best_k, solve
+
+UTIL = [np.array([-0.30, -0.05, 0.0]), np.array([-0.20, -0.10, 0.0]),
+        np.array([-0.50, -0.01, 0.0])]
+BOPS = [np.array([1.0, 4.0, 16.0]), np.array([2.0, 8.0, 32.0]), np.array([1.0, 4.0, 16.0])]
+
+
+def test_unconstrained_takes_the_best_option_everywhere() -> None:
+    assert solve(KnapsackProblem(UTIL)) == [2, 2, 2]
+
+
+def test_single_budget_hand_computed() -> None:
+    # Budget 20: all-middle costs 4 + 8 + 4 = 16 (utility -0.16); (2, 0, 1) costs 16 + 2 + 4
+    # = 22 > 20; (1, 1, 1) is the best that fits? (0, 2, ...) costs >= 33. Enumerated below.
+    problem = KnapsackProblem(UTIL, {"bops": BOPS}, {"bops": 20.0})
+    choice = solve(problem)
+    assert choice == [1, 1, 1]
+    best = max((c for c in itertools.product(range(3), repeat=3)
+                if sum(BOPS[k][o] for k, o in enumerate(c)) <= 20),
+               key=lambda c: sum(UTIL[k][o] for k, o in enumerate(c)))
+    assert list(best) == choice
+
+
+def test_two_budgets_hold_at_once() -> None:
+    flash = [np.array([10.0, 20.0, 40.0]), np.array([5.0, 10.0, 20.0]),
+             np.array([10.0, 20.0, 40.0])]
+    problem = KnapsackProblem(UTIL, {"bops": BOPS, "weight_bytes": flash},
+                              {"bops": 40.0, "weight_bytes": 60.0})
+    choice = solve(problem)
+    assert sum(BOPS[k][o] for k, o in enumerate(choice)) <= 40
+    assert sum(flash[k][o] for k, o in enumerate(choice)) <= 60
+    # (1, 2, 1): BOPs 4 + 32 + 4 = 40, flash 20 + 20 + 20 = 60, utility -0.06: the best;
+    # (2, 2, 1) would need BOPs 52, (2, 1, 1) flash 70.
+    assert choice == [1, 2, 1]
+
+
+def test_peak_memory_is_a_max_over_live_sets() -> None:
+    # Buffer 0 is read by unit 0 and unit 1 (bytes by option), buffer 1 by unit 2; the two
+    # buffers are live together at one step, so their sum must fit.
+    sizes = np.array([8.0, 16.0, 32.0])
+    memory = MemoryModel([{0: sizes, 1: sizes}, {2: sizes}], np.array([0.0, 0.0]),
+                         np.array([[True, False], [True, True]]), limit=40.0)
+    choice = solve(KnapsackProblem(UTIL, memory=memory))
+    width0 = max(sizes[choice[0]], sizes[choice[1]])
+    assert width0 + sizes[choice[2]] <= 40
+    # Exhaustive check of optimality.
+    feasible = [c for c in itertools.product(range(3), repeat=3)
+                if max(sizes[c[0]], sizes[c[1]]) + sizes[c[2]] <= 40]
+    best = max(sum(UTIL[k][o] for k, o in enumerate(c)) for c in feasible)
+    assert sum(UTIL[k][o] for k, o in enumerate(choice)) == pytest.approx(best)
+
+
+def test_infeasible_and_best_k() -> None:
+    with pytest.raises(Infeasible):
+        solve(KnapsackProblem(UTIL, {"bops": BOPS}, {"bops": 3.0}))
+    top = best_k(KnapsackProblem(UTIL, {"bops": BOPS}, {"bops": 20.0}), 3)
+    scores = [sum(UTIL[k][o] for k, o in enumerate(c)) for c in top]
+    assert len({tuple(c) for c in top}) == 3 and scores == sorted(scores, reverse=True)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.2, 1.0))
+def test_budget_always_met_and_optimal(seed: int, fraction: float) -> None:
+    rng = np.random.default_rng(seed)
+    util = [np.sort(rng.normal(size=3)) for _ in range(4)]
+    cost = [np.sort(rng.uniform(1, 10, size=3)) for _ in range(4)]
+    budget = fraction * sum(c.max() for c in cost)
+    problem = KnapsackProblem(util, {"bops": cost}, {"bops": budget})
+    feasible = [c for c in itertools.product(range(3), repeat=4)
+                if sum(cost[k][o] for k, o in enumerate(c)) <= budget]
+    if not feasible:
+        with pytest.raises(Infeasible):
+            solve(problem)
+        return
+    choice = solve(problem)
+    assert sum(cost[k][o] for k, o in enumerate(choice)) <= budget + 1e-9
+    best = max(sum(util[k][o] for k, o in enumerate(c)) for c in feasible)
+    assert sum(util[k][o] for k, o in enumerate(choice)) == pytest.approx(best, abs=1e-9)
