@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from smpq_onnx.api.applying import DEFAULT_HW, apply
-from smpq_onnx.cli.options import policy_options, runtime_options
+from smpq_onnx.cli.options import policy_options, rounding_options, runtime_options
 from smpq_onnx.cli.progress import TerminalProgress
 
 
@@ -27,19 +27,22 @@ from smpq_onnx.cli.progress import TerminalProgress
               "(opset 21) instead of int8 containers.")
 @click.option("--metric", help="Metric for the check (default: top1 with labels, else "
               "agreement).")
+@rounding_options
 @runtime_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def apply_command(model: Path | None, bits: str | None, policy_path: Path | None,
                   default_bits: str | None, calib_data: str | None, data: str | None,
                   hw_name: str, out_path: Path, encodings_path: Path | None, native_int4: bool,
-                  metric: str | None, provider: str, threads: int, optimization: str,
+                  metric: str | None, rounding: str, bias_correction: bool, provider: str,
+                 threads: int, optimization: str,
                   as_json: bool) -> None:
     """Emit MODEL (default: the bundled example) quantized by a policy as a QDQ ONNX model."""
     with TerminalProgress(enabled=not as_json) as progress:
         result = apply(model, out=out_path, bits=bits, policy=policy_path,
                        default_bits=default_bits, calib_data=calib_data, data=data, hw=hw_name,
                        encodings_path=encodings_path, native_int4=native_int4, metric=metric,
-                       provider=provider, threads=threads, optimization=optimization,
+                       rounding=rounding, bias_correction=bias_correction, provider=provider,
+            threads=threads, optimization=optimization,
                        progress=progress)
     if as_json:
         click.echo(json.dumps(result.to_json_dict(), indent=2))

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from smpq_onnx.api.evaluation import DEFAULT_HW, evaluate
-from smpq_onnx.cli.options import policy_options, runtime_options
+from smpq_onnx.cli.options import policy_options, rounding_options, runtime_options
 from smpq_onnx.cli.progress import TerminalProgress
 
 
@@ -28,18 +28,21 @@ from smpq_onnx.cli.progress import TerminalProgress
               help="Activation range per (tensor, bits); auto: MSE below 8 bits, else "
               "99.99th percentile.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
+@rounding_options
 @runtime_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def eval_command(model: Path | None, data: str | None, calib_data: str | None,
                  metric: str | None, hw_name: str, bits: str | None, policy_path: Path | None,
                  default_bits: str | None, activation_range: str, batch_size: int,
-                 provider: str, threads: int, optimization: str, as_json: bool) -> None:
+                 rounding: str, bias_correction: bool, provider: str,
+                 threads: int, optimization: str, as_json: bool) -> None:
     """Evaluate MODEL (default: the bundled example) in FP32 and at a bit-width policy."""
     with TerminalProgress(enabled=not as_json) as progress:
         result = evaluate(model, data=data, calib_data=calib_data, metric=metric, hw=hw_name,
                           bits=bits, policy=policy_path, default_bits=default_bits,
                           activation_range=activation_range, batch_size=batch_size,
-                          provider=provider, threads=threads, optimization=optimization,
+                          rounding=rounding, bias_correction=bias_correction, provider=provider,
+            threads=threads, optimization=optimization,
                           progress=progress)
     report = result.to_json_dict()
     if as_json:

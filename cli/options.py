@@ -8,6 +8,9 @@ from typing import Any, TypeVar
 
 import click
 
+from smpq_onnx.api.context import DEFAULT_ROUNDING
+from smpq_onnx.quant.weight_rounding import ROUNDING_METHODS
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -32,6 +35,21 @@ def runtime_options(function: F) -> F:
                      default="all", show_default=True,
                      help="ORT graph optimization level of every evaluation; final metrics "
                      "are the emitted QDQ model's, run at this level. 'all' is fastest."),
+    ]):
+        function = decorator(function)
+    return function
+
+
+def rounding_options(function: F) -> F:
+    for decorator in reversed([
+        click.option("--rounding", type=click.Choice(list(ROUNDING_METHODS)),
+                     default=DEFAULT_ROUNDING.method, show_default=True,
+                     help="Integer weights per (layer, bits): nearest, gptq (second-order, "
+                     "error feedback) or adaround (learned), chosen for the layer's output on "
+                     "the calibration data; cached on disk ($SMPQ_CACHE_DIR)."),
+        click.option("--bias-correction/--no-bias-correction",
+                     default=DEFAULT_ROUNDING.bias_correction, show_default=True,
+                     help="Fold the mean output shift of quantized weights into the bias."),
     ]):
         function = decorator(function)
     return function

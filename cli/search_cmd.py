@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from smpq_onnx.api.searching import DEFAULT_HW, DEFAULT_OUT, SELECTIONS, search
-from smpq_onnx.cli.options import runtime_options
+from smpq_onnx.cli.options import rounding_options, runtime_options
 from smpq_onnx.cli.progress import TerminalProgress
 from smpq_onnx.errors import AccuracyTargetMissedError
 from smpq_onnx.strategy.baselines import METHODS
@@ -59,6 +59,7 @@ from smpq_onnx.strategy.smpq import DEFAULT_MAX_EVALS, SEARCH_ESTIMATORS, Search
               "(percent metrics) or units of FP32.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT,
               show_default=True, help="Output folder.")
+@rounding_options
 @runtime_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report JSON to stdout.")
 def search_command(model: Path | None, hw_name: str, data: str | None, calib_data: str | None,
@@ -68,7 +69,8 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
                    budget_bops: int | None, budget_bops_ratio: float | None,
                    budget_flash: int | None, budget_sram: int | None,
                    budget_latency_ms: float | None, max_drop: float | None, out_dir: Path,
-                   provider: str, threads: int, optimization: str, as_json: bool) -> None:
+                   rounding: str, bias_correction: bool, provider: str,
+                 threads: int, optimization: str, as_json: bool) -> None:
     """Search per-layer bit-widths of MODEL (default: the bundled example) for a device."""
     with TerminalProgress(enabled=not as_json) as progress:
         outcome = search(
@@ -78,7 +80,8 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
             beta=beta, selection=selection, seed=seed, budget_bops=budget_bops,
             budget_bops_ratio=budget_bops_ratio, budget_flash=budget_flash,
             budget_sram=budget_sram, budget_latency_ms=budget_latency_ms, max_drop=max_drop,
-            out=out_dir, provider=provider, threads=threads, optimization=optimization,
+            out=out_dir, rounding=rounding, bias_correction=bias_correction, provider=provider,
+            threads=threads, optimization=optimization,
             progress=progress)
     if as_json:
         click.echo(json.dumps(outcome.report, indent=2))

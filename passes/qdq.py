@@ -28,7 +28,6 @@ from smpq_onnx.model.layers import QuantizableLayer
 from smpq_onnx.quant.calibration import Calibration
 from smpq_onnx.quant.options import FLOAT_BITS
 from smpq_onnx.quant.policy import Policy
-from smpq_onnx.quant.quantizers import quantize_weight
 
 META_W_BITS = "smpq.w_bits"
 META_A_BITS = "smpq.a_bits"
@@ -100,7 +99,7 @@ class QdqEmissionPass(ir.passes.InPlacePass):
         weight = graph.initializers[layer.weight].const_value
         assert weight is not None
         scales = self.calibration.weight_scales(layer, bits)
-        codes = quantize_weight(weight.numpy(), scales, bits, layer.channel_axis)
+        codes = self.calibration.weight_codes(layer, bits)
         dtype = ir.DataType.INT4 if self.native_int4 and bits <= 4 else \
             ir.DataType.INT8 if bits <= 8 else ir.DataType.INT16
         prefix = f"{layer.weight}_smpq_w{bits}"

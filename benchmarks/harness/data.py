@@ -77,7 +77,7 @@ def fashion_resnet(*, n_search: int, n_calib: int, n_test: int) -> ModelData:
 def mobilenet_v2(*, n_search: int, n_heldout: int, n_calib: int) -> ModelData:
     """Natural-image splits from disjoint photos; agreement with FP32 top-1."""
     assets.ensure_packages()
-    from mobilenet_v2 import export_mobilenet_v2
+    from harness.mobilenet_v2 import export_mobilenet_v2
 
     with tempfile.TemporaryDirectory() as tmp:
         model = import_model(export_mobilenet_v2(Path(tmp) / "mobilenet_v2.onnx"))

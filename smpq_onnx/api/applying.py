@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from smpq_onnx.api.choices import PolicyLike, resolve_policy, runtime_config
-from smpq_onnx.api.context import Progress, build_context
+from smpq_onnx.api.choices import PolicyLike, resolve_policy, rounding_settings, runtime_config
+from smpq_onnx.api.context import DEFAULT_ROUNDING, Progress, build_context
 from smpq_onnx.api.results import ApplyCheck, ApplyResult
 from smpq_onnx.engine.evaluator import Evaluator
 from smpq_onnx.errors import DataError
@@ -19,7 +19,9 @@ def apply(model: str | Path | None = None, *, out: str | Path, bits: str | None 
           policy: PolicyLike | None = None, default_bits: str | None = None,
           calib_data: str | Path | None = None, data: str | Path | None = None,
           hw: str = DEFAULT_HW, encodings_path: str | Path | None = None,
-          native_int4: bool = False, metric: str | None = None, provider: str = "auto",
+          native_int4: bool = False, metric: str | None = None,
+          rounding: str = DEFAULT_ROUNDING.method,
+          bias_correction: bool = DEFAULT_ROUNDING.bias_correction, provider: str = "auto",
           threads: int = 0, optimization: str = "all",
           progress: Progress | None = None) -> ApplyResult:
     """Emit ``model`` (default: the bundled example) quantized by a policy as a QDQ model.
@@ -33,7 +35,9 @@ def apply(model: str | Path | None = None, *, out: str | Path, bits: str | None 
     out_path = Path(out)
     runtime = runtime_config(provider, threads, optimization)
     context = build_context(model, hw=hw, data=data, calib_data=calib_data, metric=metric,
-                            runtime=runtime, progress=progress)
+                            runtime=runtime,
+                            rounding=rounding_settings(rounding, bias_correction),
+                            progress=progress)
     chosen = resolve_policy(context.space, bits=bits, policy=policy, default_bits=default_bits,
                             fallback=context.profile.default_option)
     emitted = context.evaluator.deployed_model(chosen, native_int4=native_int4)

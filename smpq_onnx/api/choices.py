@@ -15,6 +15,7 @@ from smpq_onnx.errors import InvalidArgumentError, PolicyError
 from smpq_onnx.model.runtime import RuntimeConfig
 from smpq_onnx.quant.options import Option
 from smpq_onnx.quant.policy import Policy, read_policy
+from smpq_onnx.quant.weight_rounding import ROUNDING_METHODS, RoundingSettings
 from smpq_onnx.strategy.space import SearchSpace
 
 Provider = Literal["auto", "cpu", "cuda"]
@@ -57,3 +58,8 @@ def resolve_policy(space: SearchSpace, *, bits: str | None, policy: PolicyLike |
     if default_bits:
         raise PolicyError("--default-bits only completes a --policy file")
     return space.uniform(Option.parse(bits or fallback))
+
+
+def rounding_settings(method: str, bias_correction: bool) -> RoundingSettings:
+    one_of(method, ROUNDING_METHODS, "rounding")
+    return RoundingSettings(method=method, bias_correction=bias_correction)

@@ -5,8 +5,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from smpq_onnx.api.choices import PolicyLike, one_of, resolve_policy, runtime_config
-from smpq_onnx.api.context import Progress, build_context
+from smpq_onnx.api.choices import (
+    PolicyLike,
+    one_of,
+    resolve_policy,
+    rounding_settings,
+    runtime_config,
+)
+from smpq_onnx.api.context import DEFAULT_ROUNDING, Progress, build_context
 from smpq_onnx.api.results import EvaluationResult
 from smpq_onnx.engine.evaluator import DEFAULT_BATCH_SIZE
 from smpq_onnx.errors import InvalidArgumentError
@@ -20,7 +26,9 @@ def evaluate(model: str | Path | None = None, *, data: str | Path | None = None,
              calib_data: str | Path | None = None, metric: str | None = None,
              hw: str = DEFAULT_HW, bits: str | None = None, policy: PolicyLike | None = None,
              default_bits: str | None = None, activation_range: str = "auto",
-             batch_size: int = DEFAULT_BATCH_SIZE, provider: str = "auto", threads: int = 0,
+             batch_size: int = DEFAULT_BATCH_SIZE, rounding: str = DEFAULT_ROUNDING.method,
+             bias_correction: bool = DEFAULT_ROUNDING.bias_correction,
+             provider: str = "auto", threads: int = 0,
              optimization: str = "all", progress: Progress | None = None) -> EvaluationResult:
     """Evaluate ``model`` (default: the bundled example and its data) in FP32 and at a policy.
 
@@ -36,7 +44,9 @@ def evaluate(model: str | Path | None = None, *, data: str | Path | None = None,
     context = build_context(model, hw=hw, data=data, calib_data=calib_data, metric=metric,
                             runtime=runtime,
                             activation_range=activation_range,  # type: ignore[arg-type]
-                            batch_size=batch_size, progress=progress)
+                            batch_size=batch_size,
+                            rounding=rounding_settings(rounding, bias_correction),
+                            progress=progress)
     chosen = resolve_policy(context.space, bits=bits, policy=policy, default_bits=default_bits,
                             fallback=context.profile.default_option)
     simulated = context.evaluator.evaluate(chosen)

@@ -15,8 +15,8 @@ from typing import Any
 
 import onnx_ir as ir
 
-from smpq_onnx.api.choices import one_of, runtime_config
-from smpq_onnx.api.context import Progress, QuantizationContext, build_context
+from smpq_onnx.api.choices import one_of, rounding_settings, runtime_config
+from smpq_onnx.api.context import DEFAULT_ROUNDING, Progress, QuantizationContext, build_context
 from smpq_onnx.api.results import SearchOutcome
 from smpq_onnx.engine.evalstore import EvaluationStore, fingerprint
 from smpq_onnx.engine.evaluator import ENGINE_VERSION
@@ -65,7 +65,9 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
            budget_bops: int | None = None, budget_bops_ratio: float | None = None,
            budget_flash: int | None = None, budget_sram: int | None = None,
            budget_latency_ms: float | None = None, max_drop: float | None = None,
-           out: str | Path = DEFAULT_OUT, provider: str = "auto", threads: int = 0,
+           out: str | Path = DEFAULT_OUT, rounding: str = DEFAULT_ROUNDING.method,
+           bias_correction: bool = DEFAULT_ROUNDING.bias_correction,
+           provider: str = "auto", threads: int = 0,
            optimization: str = "all", progress: Progress | None = None) -> SearchOutcome:
     """Search per-layer bit-widths of ``model`` (default: the bundled example) for ``hw``.
 
@@ -87,7 +89,9 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     out_dir = Path(out)
     runtime = runtime_config(provider, threads, optimization)
     context = build_context(model, hw=hw, data=data, calib_data=calib_data, metric=metric,
-                            runtime=runtime, progress=progress)
+                            runtime=runtime,
+                            rounding=rounding_settings(rounding, bias_correction),
+                            progress=progress)
     budget = search_budget(context, bops=budget_bops, bops_ratio=budget_bops_ratio,
                            flash=budget_flash, sram=budget_sram, latency_ms=budget_latency_ms)
     setup_s = time.perf_counter() - started
@@ -107,7 +111,8 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
         result = as_deployed(result, context)
     finally:
         store.close()
-    result.phases = {"setup_s": setup_s, **result.phases}
+    result.phases = {"setup_s": setup_s - context.rounding_s, "rounding_s": context.rounding_s,
+                     **result.phases}
     report = write_outputs(result, context, budget, settings, out_dir, method=method)
     return SearchOutcome(policy=result.policy, final=result.score, fp32=result.fp32_score,
                          out_dir=out_dir, report=report, target_missed=missed,
@@ -231,7 +236,10 @@ def write_outputs(result: SearchResult, context: QuantizationContext, budget: Bu
         evaluations=context.evaluator.n_evaluations, resumed=context.evaluator.n_resumed,
         deployed_evaluations=context.evaluator.n_deployed,
         history=history, phases=result.phases, n_eval=len(context.eval_data),
-        provider=describe_provider(context.runtime))
+        provider=describe_provider(context.runtime),
+        rounding={"method": context.rounding.method,
+                  "bias_correction": context.rounding.bias_correction,
+                  "from_cache": context.rounding_cached})
     write_json_atomic(report, out_dir / "report.json")
     write_text_atomic(out_dir / "report.md", markdown(report, percent=context.metric.percent))
     if report["contributions"]:

@@ -33,9 +33,11 @@ from smpq_onnx.quant.quantizers import (
     fake_quant_activation,
     fake_quant_weight,
     quantize_bias,
+    quantize_weight,
     weight_qmax,
     weight_scales,
 )
+from smpq_onnx.quant.weight_rounding import RoundedWeight
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,10 @@ class CalibrationSettings:
     bins: int = DEFAULT_BINS
     symmetric_activations: bool = False
     per_channel_weights: bool = True
+    weight_rounding: str = "nearest"
+    """How integer weights are chosen on these scales (:mod:`smpq_onnx.quant.weight_rounding`);
+    recorded here so that the evaluation store's key covers it."""
+    bias_correction: bool = False
 
 
 def collect_histograms(model: ImportedModel, batches: Iterable[Mapping[str, np.ndarray]],
@@ -76,7 +82,8 @@ def collect_histograms(model: ImportedModel, batches: Iterable[Mapping[str, np.n
     fetch = [n for n in names if n not in inputs]
     seen = 0
     for batch in batches:
-        values = dict(zip(fetch, session.run(fetch, dict(batch)), strict=True))
+        values = (dict(zip(fetch, session.run(fetch, dict(batch)), strict=True))
+                  if fetch else {})
         for name in names:
             histograms[name].update(values[name] if name in values else batch[name])
         seen += len(next(iter(batch.values())))
@@ -100,6 +107,14 @@ class Calibration:
         self._weight_arrays: dict[str, np.ndarray] = {}
         self._biases: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray] | None] = {}
         self._scales: dict[tuple[str, int], np.ndarray] = {}
+        self._rounded: dict[tuple[str, int], RoundedWeight] = {}
+
+    def use_rounded_weights(self, table: Mapping[tuple[str, int], RoundedWeight]) -> None:
+        """Integer weights (and bias shifts) per (layer, bits) from the rounding stage; every
+        fake-quant weight, bias and emitted code of those entries comes from them."""
+        self._rounded = dict(table)
+        self._weights.clear()
+        self._biases.clear()
 
     def activation(self, tensor: str, bits: int) -> ActivationQuantParams:
         key = (tensor, bits)
@@ -123,10 +138,28 @@ class Calibration:
         """The layer's weight fake-quantized at ``bits`` (float32, cached)."""
         key = (layer.name, bits)
         if key not in self._weights:
-            weight = self._weight_array(layer)
             scales = self.weight_scales(layer, bits)
-            self._weights[key] = fake_quant_weight(weight, scales, bits, layer.channel_axis)
+            if key in self._rounded:
+                shape = [1] * len(layer.weight_shape)
+                shape[layer.channel_axis] = -1
+                codes = self._rounded[key].codes.astype(np.float32)
+                self._weights[key] = (codes * scales.reshape(shape)).astype(np.float32)
+            else:
+                self._weights[key] = fake_quant_weight(self.weight_array(layer), scales, bits,
+                                                       layer.channel_axis)
         return self._weights[key]
+
+    def weight_codes(self, layer: QuantizableLayer, bits: int) -> np.ndarray:
+        """The integer codes of :meth:`weight` (rounding stage's, else nearest)."""
+        if (layer.name, bits) in self._rounded:
+            return self._rounded[(layer.name, bits)].codes
+        return quantize_weight(self.weight_array(layer), self.weight_scales(layer, bits), bits,
+                               layer.channel_axis)
+
+    def bias_shift(self, layer: QuantizableLayer, bits: int) -> np.ndarray | None:
+        """Bias correction of the layer at ``bits`` weights (None: none)."""
+        rounded = self._rounded.get((layer.name, bits))
+        return None if rounded is None else rounded.bias_shift
 
     def bias_codes(self, layer: QuantizableLayer, w_bits: int, a_bits: int
                    ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -142,7 +175,11 @@ class Calibration:
             assert value is not None
             scales = bias_scales(self.activation(layer.activation, a_bits).scale,
                                  self.weight_scales(layer, w_bits))
-            codes = quantize_bias(value.numpy(), scales)
+            bias = np.asarray(value.numpy(), dtype=np.float32)
+            shift = self.bias_shift(layer, w_bits)
+            if shift is not None:
+                bias = (bias + shift).astype(np.float32)
+            codes = quantize_bias(bias, scales)
             self._biases[key] = None if codes is None else (codes, scales)
         return self._biases[key]
 
@@ -157,7 +194,7 @@ class Calibration:
     def weight_scales(self, layer: QuantizableLayer, bits: int) -> np.ndarray:
         key = (layer.name, bits)
         if key not in self._scales:
-            weight = self._weight_array(layer)
+            weight = self.weight_array(layer)
             channels = weight.shape[layer.channel_axis]
             # Per-tensor weights: one scale for the whole tensor, repeated per channel.
             view = weight if self.settings.per_channel_weights else weight.reshape(1, -1)
@@ -170,7 +207,8 @@ class Calibration:
             self._scales[key] = np.broadcast_to(scales, (channels,)).astype(np.float32)
         return self._scales[key]
 
-    def _weight_array(self, layer: QuantizableLayer) -> np.ndarray:
+    def weight_array(self, layer: QuantizableLayer) -> np.ndarray:
+        """The layer's float32 weight."""
         if layer.weight not in self._weight_arrays:
             value = self.model.ir_model.graph.initializers[layer.weight]
             assert value.const_value is not None

@@ -19,7 +19,8 @@ def build_report(result: SearchResult, *, method: str, model: str, profile: str,
                  budget: Budget, costs: CostModel, settings: SearchSettings,
                  evaluations: int, resumed: int, deployed_evaluations: int,
                  history: list[dict[str, Any]],
-                 phases: dict[str, float], n_eval: int, provider: str) -> dict[str, Any]:
+                 phases: dict[str, float], n_eval: int, provider: str,
+                 rounding: dict[str, Any] | None = None) -> dict[str, Any]:
     game = result.game
     contributions = []
     for i, player in enumerate(game.players if result.phi is not None else ()):
@@ -61,6 +62,7 @@ def build_report(result: SearchResult, *, method: str, model: str, profile: str,
                      "onnxruntime": ort.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
         "provider": provider,
+        "rounding": rounding or {"method": "nearest", "bias_correction": False},
     }
 
 
@@ -86,6 +88,9 @@ def markdown(report: dict[str, Any], *, percent: bool) -> str:
         f"| real evaluations | {report['evaluations']} (+{report['resumed_evaluations']} "
         f"resumed; {report['deployed_evaluations']} of emitted models) |",
         f"| wall time | {sum(report['phases_s'].values()):.1f} s |",
+        *([f"| weight rounding | {report['rounding']['method']}"
+           f"{' + bias correction' if report['rounding']['bias_correction'] else ''} |"]
+          if report.get("rounding") else []),
         "",
         "## Budgets", "", "| resource | used | limit | fits |", "|---|---|---|---|",
     ]

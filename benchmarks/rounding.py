@@ -1,0 +1,178 @@
+"""Weight rounding: held-out accuracy of uniform policies per rounding method; stage cost.
+
+    python benchmarks/rounding.py                      # both models, every method
+    python benchmarks/rounding.py --models fashion_resnet --methods nearest,gptq+bc
+
+For each model (the bundled Fashion-MNIST ResNet: top-1 on the 10k test set; MobileNetV2 with
+ImageNet weights: agreement and KL with FP32 on held-out natural crops, top-1 on the 20 labeled
+ImageNet photos) and each rounding method (``nearest``, ``gptq``, ``adaround``, each with
+``+bc`` = bias correction), the rounding stage runs once for every layer and every weight
+bit-width 2-8 of the ``flexible`` profile, in a fresh process (its wall time and peak RSS are
+the stage's own), on the calibration split; then uniform W8A8, W6A8, W5A8, W4A8, W3A8, W4A4,
+W3A4 and W2A8 are evaluated with the fake-quant engine on the held-out split (the same
+calibration). Writes ``benchmarks/results/rounding.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+from harness import assets
+from harness.data import ModelData, fashion_resnet, mobilenet_v2
+
+from smpq_onnx.engine.evaluator import Evaluator
+from smpq_onnx.engine.metrics import BUILTIN_METRICS
+from smpq_onnx.hardware.profile import load_profile
+from smpq_onnx.model.importer import import_model
+from smpq_onnx.model.runtime import RuntimeConfig
+from smpq_onnx.quant.calibration import Calibration, CalibrationSettings, collect_histograms
+from smpq_onnx.quant.options import Option
+from smpq_onnx.quant.weight_rounding import RoundingSettings, cached_rounding
+from smpq_onnx.strategy.space import SearchSpace
+
+POLICIES = ("W8A8", "W6A8", "W5A8", "W4A8", "W3A8", "W4A4", "W3A4", "W2A8")
+METHODS = ("nearest", "nearest+bc", "gptq", "gptq+bc", "adaround", "adaround+bc")
+RESULTS = Path(__file__).parent / "results" / "rounding.json"
+
+
+def parse_settings(label: str, samples: int) -> RoundingSettings:
+    method, _, suffix = label.partition("+")
+    return RoundingSettings(method=method, bias_correction=suffix == "bc", samples=samples)
+
+
+def _stage(model_path: str, calib_path: str, label: str, samples: int, cache: str,
+           queue: Any) -> None:
+    """Child process: the rounding stage alone, so its time and peak RSS are its own."""
+    os.environ["SMPQ_CACHE_DIR"] = cache
+    model = import_model(model_path)
+    with np.load(calib_path) as data:
+        inputs = {k: data[k] for k in data.files}
+    space = SearchSpace.build(model, load_profile("flexible"))
+    bits = {name: sorted({o.w_bits for o in options}) for name, options in space.options.items()}
+    calibration = Calibration(model, {}, CalibrationSettings())
+    settings = parse_settings(label, samples)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    table, cached = cached_rounding(model, bits, inputs, weight=calibration.weight_array,
+                                    scales=calibration.weight_scales, settings=settings,
+                                    calibration_settings="benchmark", runtime=RuntimeConfig())
+    queue.put({"seconds": time.perf_counter() - start, "cached": cached,
+               "entries": len(table), "rss_before_mib": before / 1024,
+               "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def run_stage(model_path: Path, calib_path: Path, label: str, samples: int,
+              cache: Path) -> dict[str, Any]:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_stage, args=(str(model_path), str(calib_path), label,
+                                                   samples, str(cache), queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return dict(result)
+
+
+def evaluators(data: ModelData, calibration: Calibration,
+               runtime: RuntimeConfig) -> dict[str, Evaluator]:
+    if data.key == "fashion_resnet":
+        return {"top1": Evaluator(data.model, calibration, data.heldout, data.metric,
+                                  runtime=runtime)}
+    found = {"agreement": Evaluator(data.model, calibration, data.heldout,
+                                    BUILTIN_METRICS["agreement"], runtime=runtime),
+             "kl": Evaluator(data.model, calibration, data.heldout, BUILTIN_METRICS["kl"],
+                             runtime=runtime)}
+    if data.sanity is not None:
+        found["top1_labeled"] = Evaluator(data.model, calibration, data.sanity,
+                                          BUILTIN_METRICS["top1"], runtime=runtime)
+    return found
+
+
+def load(key: str, args: argparse.Namespace) -> ModelData:
+    if key == "fashion_resnet":
+        return fashion_resnet(n_search=16, n_calib=args.calib, n_test=10000)
+    return mobilenet_v2(n_search=8, n_heldout=args.heldout, n_calib=args.calib)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--models", default="fashion_resnet,mobilenet_v2")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--calib", type=int, default=256, help="calibration samples (both models)")
+    p.add_argument("--heldout", type=int, default=400, help="MobileNetV2 held-out crops")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    assets.ensure_packages()
+    assets.ensure_fashion_mnist()
+    runtime = RuntimeConfig()
+    results: dict[str, Any] = {
+        "environment": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                        "onnxruntime": ort.__version__, "numpy": np.__version__,
+                        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "argv": sys.argv[1:]},
+        "policies": list(POLICIES), "models": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key in [m for m in args.models.split(",") if m]:
+            data = load(key, args)
+            model_path = Path(tmp) / f"{key}.onnx"
+            onnx.save(ir.to_proto(data.model.ir_model), str(model_path))
+            calib_path = Path(tmp) / f"{key}_calib.npz"
+            np.savez(calib_path, **data.calib.inputs)
+            histograms = collect_histograms(data.model, data.calib.batches(64),
+                                            [la.activation for la in data.model.layers],
+                                            runtime=runtime)
+            entry: dict[str, Any] = {"splits": data.splits, "calibration_samples": args.calib,
+                                     "methods": {}}
+            results["models"][key] = entry
+            for label in [m for m in args.methods.split(",") if m]:
+                settings = parse_settings(label, args.calib)
+                stage = ({"seconds": 0.0, "entries": 0} if settings.is_identity else
+                         run_stage(model_path, calib_path, label, args.calib, Path(tmp)))
+                calibration = Calibration(data.model, histograms, CalibrationSettings())
+                if not settings.is_identity:
+                    space = SearchSpace.build(data.model, load_profile("flexible"))
+                    bits = {n: sorted({o.w_bits for o in opts})
+                            for n, opts in space.options.items()}
+                    os.environ["SMPQ_CACHE_DIR"] = tmp
+                    table, cached = cached_rounding(
+                        data.model, bits, data.calib.inputs, weight=calibration.weight_array,
+                        scales=calibration.weight_scales, settings=settings,
+                        calibration_settings="benchmark", runtime=runtime)
+                    assert cached, "the parent must read the child's table"
+                    calibration.use_rounded_weights(table)
+                scores: dict[str, dict[str, float]] = {}
+                evals = evaluators(data, calibration, runtime)
+                space = SearchSpace.build(data.model, load_profile("flexible"))
+                for bits_text in POLICIES:
+                    policy = space.uniform(Option.parse(bits_text))
+                    scores[bits_text] = {name: ev.evaluate(policy).score
+                                         for name, ev in evals.items()}
+                scores["FP32"] = {name: ev.fp32_score for name, ev in evals.items()}
+                entry["methods"][label] = {"stage": stage, "scores": scores}
+                print(f"{key} {label}: stage {stage['seconds']:.1f} s; "
+                      + ", ".join(f"{b} {next(iter(s.values())):.4f}"
+                                  for b, s in scores.items()), flush=True)
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(results, indent=2))
+    results["finished"] = True
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
