@@ -33,15 +33,16 @@ from smpq_onnx.cli.progress import TerminalProgress
 def apply_command(model: Path | None, bits: str | None, policy_path: Path | None,
                   default_bits: str | None, calib_data: str | None, data: str | None,
                   hw_name: str, out_path: Path, encodings_path: Path | None, native_int4: bool,
-                  metric: str | None, rounding: str, bias_correction: bool, provider: str,
-                 threads: int, optimization: str,
+                  metric: str | None, rounding: str, bias_correction: bool,
+                  scale_search: bool, provider: str, threads: int, optimization: str,
                   as_json: bool) -> None:
     """Emit MODEL (default: the bundled example) quantized by a policy as a QDQ ONNX model."""
     with TerminalProgress(enabled=not as_json) as progress:
         result = apply(model, out=out_path, bits=bits, policy=policy_path,
                        default_bits=default_bits, calib_data=calib_data, data=data, hw=hw_name,
                        encodings_path=encodings_path, native_int4=native_int4, metric=metric,
-                       rounding=rounding, bias_correction=bias_correction, provider=provider,
+                       rounding=rounding, bias_correction=bias_correction,
+            scale_search=scale_search, provider=provider,
             threads=threads, optimization=optimization,
                        progress=progress)
     if as_json:

@@ -34,14 +34,15 @@ from smpq_onnx.cli.progress import TerminalProgress
 def eval_command(model: Path | None, data: str | None, calib_data: str | None,
                  metric: str | None, hw_name: str, bits: str | None, policy_path: Path | None,
                  default_bits: str | None, activation_range: str, batch_size: int,
-                 rounding: str, bias_correction: bool, provider: str,
+                 rounding: str, bias_correction: bool, scale_search: bool, provider: str,
                  threads: int, optimization: str, as_json: bool) -> None:
     """Evaluate MODEL (default: the bundled example) in FP32 and at a bit-width policy."""
     with TerminalProgress(enabled=not as_json) as progress:
         result = evaluate(model, data=data, calib_data=calib_data, metric=metric, hw=hw_name,
                           bits=bits, policy=policy_path, default_bits=default_bits,
                           activation_range=activation_range, batch_size=batch_size,
-                          rounding=rounding, bias_correction=bias_correction, provider=provider,
+                          rounding=rounding, bias_correction=bias_correction,
+            scale_search=scale_search, provider=provider,
             threads=threads, optimization=optimization,
                           progress=progress)
     report = result.to_json_dict()

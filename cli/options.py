@@ -50,6 +50,9 @@ def rounding_options(function: F) -> F:
         click.option("--bias-correction/--no-bias-correction",
                      default=DEFAULT_ROUNDING.bias_correction, show_default=True,
                      help="Fold the mean output shift of quantized weights into the bias."),
+        click.option("--scale-search/--no-scale-search", default=DEFAULT_ROUNDING.scale_search,
+                     show_default=True, help="Also choose each channel's clipping range for "
+                     "the layer's output error (10 ranges; several times the stage's time)."),
     ]):
         function = decorator(function)
     return function

@@ -69,8 +69,8 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
                    budget_bops: int | None, budget_bops_ratio: float | None,
                    budget_flash: int | None, budget_sram: int | None,
                    budget_latency_ms: float | None, max_drop: float | None, out_dir: Path,
-                   rounding: str, bias_correction: bool, provider: str,
-                 threads: int, optimization: str, as_json: bool) -> None:
+                   rounding: str, bias_correction: bool, scale_search: bool, provider: str,
+                   threads: int, optimization: str, as_json: bool) -> None:
     """Search per-layer bit-widths of MODEL (default: the bundled example) for a device."""
     with TerminalProgress(enabled=not as_json) as progress:
         outcome = search(
@@ -80,7 +80,8 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
             beta=beta, selection=selection, seed=seed, budget_bops=budget_bops,
             budget_bops_ratio=budget_bops_ratio, budget_flash=budget_flash,
             budget_sram=budget_sram, budget_latency_ms=budget_latency_ms, max_drop=max_drop,
-            out=out_dir, rounding=rounding, bias_correction=bias_correction, provider=provider,
+            out=out_dir, rounding=rounding, bias_correction=bias_correction,
+            scale_search=scale_search, provider=provider,
             threads=threads, optimization=optimization,
             progress=progress)
     if as_json:

@@ -1,9 +1,12 @@
-"""The two models of ``compare.py`` with disjoint search / held-out / calibration splits.
+"""The benchmarks' models with disjoint search / held-out / calibration splits.
 
 - Fashion-MNIST ResNet (the bundled example, real labels, top-1): the training script's
   validation split (the last 5,000 training images, ``examples/train_fashion_resnet.py``)
   gives the search split (its first images) and the calibration split (its last images);
   the held-out split is the 10,000-image test set.
+- Fashion-MNIST depthwise-separable net (``benchmarks/models/fashion_dsnet.onnx``, made by
+  ``examples/train_fashion_dsnet.py``, same splits and metric as the ResNet): MobileNet-style
+  depthwise 3x3 + pointwise 1x1 convolutions.
 - MobileNetV2 with ImageNet weights (agreement with FP32 top-1): crops and flips of natural
   photos, the photos themselves split three ways (every fifth photo calibrates, the others
   alternate between search and held-out), so no photo feeds two splits. The 20 labeled
@@ -25,7 +28,8 @@ from smpq_onnx.engine.metrics import BUILTIN_METRICS, Metric
 from smpq_onnx.example import example_model_path
 from smpq_onnx.model.importer import ImportedModel, import_model
 
-FASHION_VALIDATION = 5000  # train[55000:60000], as held out by the training script
+FASHION_VALIDATION = 5000  # train[55000:60000], as held out by the training scripts
+FASHION_DSNET_PATH = Path(__file__).parents[1] / "models" / "fashion_dsnet.onnx"
 
 
 @dataclass
@@ -47,8 +51,10 @@ def _input_name(model: ImportedModel) -> str:
     return model.ir_model.graph.inputs[0].name or "input"
 
 
-def fashion_resnet(*, n_search: int, n_calib: int, n_test: int) -> ModelData:
-    """Search on val[:n_search], calibrate on val[-n_calib:], report on test[:n_test]."""
+def _fashion(model_path: Path, key: str, title: str, *, n_search: int, n_calib: int,
+             n_test: int) -> ModelData:
+    """A Fashion-MNIST model on the training scripts' splits: search on val[:n_search],
+    calibrate on val[-n_calib:], report on test[:n_test]."""
     if n_search + n_calib > FASHION_VALIDATION:
         raise ValueError(f"search ({n_search}) + calibration ({n_calib}) images exceed the "
                          f"{FASHION_VALIDATION}-image validation split")
@@ -57,7 +63,7 @@ def fashion_resnet(*, n_search: int, n_calib: int, n_test: int) -> ModelData:
 
     x_train, y_train = load_split(data_dir, "train")
     x_test, y_test = load_split(data_dir, "t10k")
-    model = import_model(example_model_path())
+    model = import_model(model_path)
     name = _input_name(model)
     val_x, val_y = x_train[NUM_TRAIN:], y_train[NUM_TRAIN:]
     end = len(val_x)
@@ -70,8 +76,21 @@ def fashion_resnet(*, n_search: int, n_calib: int, n_test: int) -> ModelData:
         "calibration": f"train[{last - n_calib}:{last}] ({n_calib} images)",
         "held-out": f"test[:{n_test}] ({n_test} images, labels)",
     }
-    return ModelData("fashion_resnet", "Fashion-MNIST ResNet (bundled)", model,
-                     BUILTIN_METRICS["top1"], search, test, calib, None, splits)
+    return ModelData(key, title, model, BUILTIN_METRICS["top1"], search, test, calib, None,
+                     splits)
+
+
+def fashion_resnet(*, n_search: int, n_calib: int, n_test: int) -> ModelData:
+    """Search on val[:n_search], calibrate on val[-n_calib:], report on test[:n_test]."""
+    return _fashion(example_model_path(), "fashion_resnet", "Fashion-MNIST ResNet (bundled)",
+                    n_search=n_search, n_calib=n_calib, n_test=n_test)
+
+
+def fashion_dsnet(*, n_search: int, n_calib: int, n_test: int) -> ModelData:
+    """The depthwise-separable net (``benchmarks/models/fashion_dsnet.onnx``, made by
+    ``examples/train_fashion_dsnet.py``) on the same splits as ``fashion_resnet``."""
+    return _fashion(FASHION_DSNET_PATH, "fashion_dsnet", "Fashion-MNIST depthwise-separable net",
+                    n_search=n_search, n_calib=n_calib, n_test=n_test)
 
 
 def mobilenet_v2(*, n_search: int, n_heldout: int, n_calib: int) -> ModelData:

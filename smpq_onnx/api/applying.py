@@ -21,7 +21,8 @@ def apply(model: str | Path | None = None, *, out: str | Path, bits: str | None 
           hw: str = DEFAULT_HW, encodings_path: str | Path | None = None,
           native_int4: bool = False, metric: str | None = None,
           rounding: str = DEFAULT_ROUNDING.method,
-          bias_correction: bool = DEFAULT_ROUNDING.bias_correction, provider: str = "auto",
+          bias_correction: bool = DEFAULT_ROUNDING.bias_correction,
+          scale_search: bool = DEFAULT_ROUNDING.scale_search, provider: str = "auto",
           threads: int = 0, optimization: str = "all",
           progress: Progress | None = None) -> ApplyResult:
     """Emit ``model`` (default: the bundled example) quantized by a policy as a QDQ model.
@@ -36,7 +37,7 @@ def apply(model: str | Path | None = None, *, out: str | Path, bits: str | None 
     runtime = runtime_config(provider, threads, optimization)
     context = build_context(model, hw=hw, data=data, calib_data=calib_data, metric=metric,
                             runtime=runtime,
-                            rounding=rounding_settings(rounding, bias_correction),
+                            rounding=rounding_settings(rounding, bias_correction, scale_search),
                             progress=progress)
     chosen = resolve_policy(context.space, bits=bits, policy=policy, default_bits=default_bits,
                             fallback=context.profile.default_option)

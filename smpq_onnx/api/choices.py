@@ -60,6 +60,8 @@ def resolve_policy(space: SearchSpace, *, bits: str | None, policy: PolicyLike |
     return space.uniform(Option.parse(bits or fallback))
 
 
-def rounding_settings(method: str, bias_correction: bool) -> RoundingSettings:
+def rounding_settings(method: str, bias_correction: bool,
+                      scale_search: bool = False) -> RoundingSettings:
     one_of(method, ROUNDING_METHODS, "rounding")
-    return RoundingSettings(method=method, bias_correction=bias_correction)
+    return RoundingSettings(method=method, bias_correction=bias_correction,
+                            scale_search=scale_search)

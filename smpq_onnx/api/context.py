@@ -115,7 +115,8 @@ def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | 
         table, cached = cached_rounding(
             model, bits_per_layer, calibration_set.inputs, weight=calibration.weight_array,
             scales=calibration.weight_scales, settings=rounding,
-            calibration_settings=repr(settings), runtime=runtime, progress=progress)
+            calibration_settings=repr(settings), runtime=runtime, progress=progress,
+            per_channel=settings.per_channel_weights)
         calibration.use_rounded_weights(table)
     rounding_s = 0.0 if cached else time.perf_counter() - started
     evaluator = Evaluator(model, calibration, eval_set, chosen_metric, runtime=runtime,

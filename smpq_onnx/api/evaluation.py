@@ -28,6 +28,7 @@ def evaluate(model: str | Path | None = None, *, data: str | Path | None = None,
              default_bits: str | None = None, activation_range: str = "auto",
              batch_size: int = DEFAULT_BATCH_SIZE, rounding: str = DEFAULT_ROUNDING.method,
              bias_correction: bool = DEFAULT_ROUNDING.bias_correction,
+             scale_search: bool = DEFAULT_ROUNDING.scale_search,
              provider: str = "auto", threads: int = 0,
              optimization: str = "all", progress: Progress | None = None) -> EvaluationResult:
     """Evaluate ``model`` (default: the bundled example and its data) in FP32 and at a policy.
@@ -45,7 +46,7 @@ def evaluate(model: str | Path | None = None, *, data: str | Path | None = None,
                             runtime=runtime,
                             activation_range=activation_range,  # type: ignore[arg-type]
                             batch_size=batch_size,
-                            rounding=rounding_settings(rounding, bias_correction),
+                            rounding=rounding_settings(rounding, bias_correction, scale_search),
                             progress=progress)
     chosen = resolve_policy(context.space, bits=bits, policy=policy, default_bits=default_bits,
                             fallback=context.profile.default_option)

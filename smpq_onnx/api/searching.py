@@ -67,6 +67,7 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
            budget_latency_ms: float | None = None, max_drop: float | None = None,
            out: str | Path = DEFAULT_OUT, rounding: str = DEFAULT_ROUNDING.method,
            bias_correction: bool = DEFAULT_ROUNDING.bias_correction,
+           scale_search: bool = DEFAULT_ROUNDING.scale_search,
            provider: str = "auto", threads: int = 0,
            optimization: str = "all", progress: Progress | None = None) -> SearchOutcome:
     """Search per-layer bit-widths of ``model`` (default: the bundled example) for ``hw``.
@@ -90,7 +91,7 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     runtime = runtime_config(provider, threads, optimization)
     context = build_context(model, hw=hw, data=data, calib_data=calib_data, metric=metric,
                             runtime=runtime,
-                            rounding=rounding_settings(rounding, bias_correction),
+                            rounding=rounding_settings(rounding, bias_correction, scale_search),
                             progress=progress)
     budget = search_budget(context, bops=budget_bops, bops_ratio=budget_bops_ratio,
                            flash=budget_flash, sram=budget_sram, latency_ms=budget_latency_ms)
@@ -239,6 +240,7 @@ def write_outputs(result: SearchResult, context: QuantizationContext, budget: Bu
         provider=describe_provider(context.runtime),
         rounding={"method": context.rounding.method,
                   "bias_correction": context.rounding.bias_correction,
+                  "scale_search": context.rounding.scale_search,
                   "from_cache": context.rounding_cached})
     write_json_atomic(report, out_dir / "report.json")
     write_text_atomic(out_dir / "report.md", markdown(report, percent=context.metric.percent))

@@ -115,6 +115,7 @@ class Calibration:
         self._rounded = dict(table)
         self._weights.clear()
         self._biases.clear()
+        self._scales.clear()
 
     def activation(self, tensor: str, bits: int) -> ActivationQuantParams:
         key = (tensor, bits)
@@ -193,6 +194,9 @@ class Calibration:
 
     def weight_scales(self, layer: QuantizableLayer, bits: int) -> np.ndarray:
         key = (layer.name, bits)
+        rounded = self._rounded.get(key)
+        if rounded is not None and rounded.scales is not None:
+            return rounded.scales
         if key not in self._scales:
             weight = self.weight_array(layer)
             channels = weight.shape[layer.channel_axis]

@@ -39,15 +39,17 @@ from smpq_onnx.model.importer import ImportedModel
 from smpq_onnx.model.layers import QuantizableLayer
 from smpq_onnx.model.runtime import RuntimeConfig
 from smpq_onnx.quant.hessian import InputMoments
-from smpq_onnx.quant.rounding import bias_correction, round_weights
+from smpq_onnx.quant.rounding import bias_correction, output_error, round_weights
 
 logger = logging.getLogger(__name__)
 
 RoundingMethod = Literal["nearest", "gptq", "adaround"]
 ROUNDING_METHODS: tuple[str, ...] = ("nearest", "gptq", "adaround")
 MAX_ROUNDED_BITS = 8  # above, nearest rounding error is already negligible
-ROUNDING_VERSION = "1"  # part of the cache key: bump when the codes a setting gives change
+ROUNDING_VERSION = "2"  # part of the cache key: bump when the codes a setting gives change
 MOMENTS_BATCH = 16  # samples per FP32 pass: every layer input of a batch is held at once
+SCALE_GRID = (0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
+"""Clipping ranges tried by ``scale_search``, as fractions of a channel's largest |weight|."""
 
 
 @dataclass(frozen=True)
@@ -56,14 +58,20 @@ class RoundingSettings:
     bias_correction: bool = False
     samples: int = 256
     """At most this many calibration samples feed the input moments."""
+    scale_search: bool = False
+    """Also choose each channel's clipping range for the output error: the method runs at the
+    calibration's MSE scale and at ``SCALE_GRID`` fractions of the channel's largest weight,
+    and each channel keeps the scale (and codes) of least output error (one scale per tensor
+    under per-tensor weights)."""
 
     @property
     def label(self) -> str:
-        return self.method + ("+bias-correction" if self.bias_correction else "")
+        return (self.method + ("+bias-correction" if self.bias_correction else "")
+                + ("+scale-search" if self.scale_search else ""))
 
     @property
     def is_identity(self) -> bool:
-        return self.method == "nearest" and not self.bias_correction
+        return self.method == "nearest" and not self.bias_correction and not self.scale_search
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,9 @@ class RoundedWeight:
     """Integer codes in the layer's own weight layout (int8, or int16 above 8 bits)."""
     bias_shift: np.ndarray | None
     """Float32 per output channel, added to the float bias before its int32 quantization."""
+    scales: np.ndarray | None = None
+    """Float32 per output channel when the stage chose them (``scale_search``), else None:
+    the calibration's."""
 
 
 RoundedTable = dict[tuple[str, int], RoundedWeight]
@@ -175,7 +186,7 @@ def round_model(model: ImportedModel, bits_per_layer: Mapping[str, Sequence[int]
                 scales: Callable[[QuantizableLayer, int], np.ndarray],
                 settings: RoundingSettings, runtime: RuntimeConfig,
                 progress: Callable[[str, int, int], None] | None = None,
-                n_samples: int = 0) -> RoundedTable:
+                n_samples: int = 0, per_channel: bool = True) -> RoundedTable:
     """Codes (and bias shifts) for every (layer, bits <= 8) of ``bits_per_layer``."""
     layers = [layer for layer in model.layers
               if any(b <= MAX_ROUNDED_BITS for b in bits_per_layer.get(layer.name, ()))]
@@ -207,17 +218,42 @@ def round_model(model: ImportedModel, bits_per_layer: Mapping[str, Sequence[int]
         w = layout.canonical(weight(layer))
         s = np.asarray(scales(layer, bits), dtype=np.float32).reshape(w.shape[:2])
         hessian = stats.hessian()
-        codes = round_weights(settings.method, w, s, bits, hessian)
+        s, codes = _best_rounding(w, s, bits, hessian, settings, per_channel=per_channel)
         shift = None
         if settings.bias_correction and layer.bias is not None and layout.bias_gain != 0:
             shift = (layout.bias_gain * bias_correction(w, s, codes, stats.mean())
                      ).reshape(-1).astype(np.float32)
         table[(layer.name, bits)] = RoundedWeight(
             layout.original(codes.astype(np.int8 if bits <= 8 else np.int16),
-                            tuple(int(d) for d in layer.weight_shape)), shift)
+                            tuple(int(d) for d in layer.weight_shape)), shift,
+            s.reshape(-1).astype(np.float32) if settings.scale_search else None)
         if progress is not None:
             progress("round: weights", done, len(jobs))
     return table
+
+
+def _best_rounding(w: np.ndarray, s: np.ndarray, bits: int, hessian: np.ndarray,
+                   settings: RoundingSettings, *, per_channel: bool
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(scales, codes) of least output error per channel over the candidate scales."""
+    codes = round_weights(settings.method, w, s, bits, hessian)
+    if not settings.scale_search:
+        return s, codes
+    error = output_error(w, s, codes, hessian)
+    absmax = np.abs(w).max(axis=-1)
+    if not per_channel:
+        absmax = np.full_like(absmax, absmax.max())
+    qmax = 2 ** (bits - 1) - 1
+    for fraction in SCALE_GRID:
+        candidate = np.where(absmax > 0, absmax * fraction / qmax, 1.0).astype(np.float32)
+        trial = round_weights(settings.method, w, candidate, bits, hessian)
+        trial_error = output_error(w, candidate, trial, hessian)
+        better = trial_error < error if per_channel else \
+            np.full_like(error, trial_error.sum() < error.sum(), dtype=bool)
+        s = np.where(better, candidate, s).astype(np.float32)
+        codes = np.where(better[..., None], trial, codes)
+        error = np.where(better, trial_error, error)
+    return s, codes
 
 
 def cached_rounding(model: ImportedModel, bits_per_layer: Mapping[str, Sequence[int]],
@@ -226,8 +262,8 @@ def cached_rounding(model: ImportedModel, bits_per_layer: Mapping[str, Sequence[
                     scales: Callable[[QuantizableLayer, int], np.ndarray],
                     settings: RoundingSettings, calibration_settings: str,
                     runtime: RuntimeConfig, cache_dir: Path | None = None,
-                    progress: Callable[[str, int, int], None] | None = None
-                    ) -> tuple[RoundedTable, bool]:
+                    progress: Callable[[str, int, int], None] | None = None,
+                    per_channel: bool = True) -> tuple[RoundedTable, bool]:
     """The rounding table, from the disk cache when the same inputs made it before.
 
     Returns (table, whether it came from the cache). ``calibration_inputs``: the calibration
@@ -249,7 +285,8 @@ def cached_rounding(model: ImportedModel, bits_per_layer: Mapping[str, Sequence[
     batches = ({name: array[i:i + MOMENTS_BATCH] for name, array in used.items()}
                for i in range(0, n, MOMENTS_BATCH))
     table = round_model(model, bits_per_layer, batches, weight=weight, scales=scales,
-                        settings=settings, runtime=runtime, progress=progress, n_samples=n)
+                        settings=settings, runtime=runtime, progress=progress, n_samples=n,
+                        per_channel=per_channel)
     try:
         save_table(table, path)
     except OSError as e:  # a read-only home: the run still works, only slower next time
@@ -287,6 +324,8 @@ def save_table(table: RoundedTable, path: Path) -> None:
         arrays[f"c{i}"] = rounded.codes
         if rounded.bias_shift is not None:
             arrays[f"b{i}"] = rounded.bias_shift
+        if rounded.scales is not None:
+            arrays[f"s{i}"] = rounded.scales
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     try:
@@ -305,7 +344,8 @@ def load_table(path: Path) -> RoundedTable:
         for i in range(count):
             name, bits = (str(v) for v in data[f"k{i}"])
             shift = data[f"b{i}"] if f"b{i}" in data.files else None
-            table[(name, int(bits))] = RoundedWeight(data[f"c{i}"], shift)
+            scales = data[f"s{i}"] if f"s{i}" in data.files else None
+            table[(name, int(bits))] = RoundedWeight(data[f"c{i}"], shift, scales)
     return table
 
 

@@ -542,3 +542,28 @@ def test_a_model_whose_only_layer_reads_the_graph_input_is_rounded() -> None:
                         scales=cal.weight_scales, settings=RoundingSettings(method="gptq"),
                         runtime=RUNTIME)
     assert set(table) == {("fc", 4)}
+
+
+def test_per_tensor_weights_are_rounded_and_the_emitted_model_reproduces_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A profile with one weight scale per tensor: GPTQ keeps that scale and still ships."""
+    monkeypatch.setenv("SMPQ_CACHE_DIR", str(tmp_path / "cache"))
+    profile = Path(__file__).parents[2] / "hw_profiles" / "flexible.yaml"
+    text = profile.read_text().replace("name: flexible", "name: per-tensor", 1)
+    text = text.replace("weight_quantization:\n  granularity: per_channel",
+                        "weight_quantization:\n  granularity: per_tensor")
+    assert "granularity: per_tensor\n  symmetric: true" in text
+    (tmp_path / "per_tensor.yaml").write_text(text)
+    onnx.save(conv_chain(), str(tmp_path / "chain.onnx"))
+    np.savez(tmp_path / "data.npz",
+             x=np.random.default_rng(9).normal(size=(48, 3, 8, 8)).astype(np.float32))
+    common = {"out": tmp_path / "m.onnx", "bits": "W3A8", "data": tmp_path / "data.npz",
+              "hw": str(tmp_path / "per_tensor.yaml"), "provider": "cpu"}
+    rounded = smpq_onnx.apply(tmp_path / "chain.onnx", rounding="gptq", **common)
+    assert rounded.check is not None and rounded.check.match
+    codes = quantized(initializers(tmp_path / "m.onnx"))
+    nearest_run = smpq_onnx.apply(tmp_path / "chain.onnx", rounding="nearest",
+                                  bias_correction=False, **common)
+    assert nearest_run.check is not None and nearest_run.check.match
+    plain = quantized(initializers(tmp_path / "m.onnx"))
+    assert any(not np.array_equal(codes[k], plain[k]) for k in codes)
