@@ -11,14 +11,17 @@ import numpy as np
 
 from harness import assets
 from harness.mobilenet_v2 import export_mobilenet_v2
+from smpq_onnx.api.context import DEFAULT_ROUNDING, round_calibration
 from smpq_onnx.engine.dataset import Dataset, InputSpec, load_dataset, split_calibration
 from smpq_onnx.engine.evaluator import Evaluator
 from smpq_onnx.engine.metrics import BUILTIN_METRICS, Metric
 from smpq_onnx.example import example_data_path, example_model_path
+from smpq_onnx.hardware.profile import load_profile
 from smpq_onnx.model.importer import ImportedModel, import_model
 from smpq_onnx.model.runtime import RuntimeConfig
 from smpq_onnx.quant.calibration import Calibration, CalibrationSettings, collect_histograms
 from smpq_onnx.quant.policy import Policy
+from smpq_onnx.quant.weight_rounding import RoundingSettings
 from smpq_onnx.strategy.space import SearchSpace
 
 
@@ -31,12 +34,17 @@ class Bench:
 
 
 def make_evaluator(model: ImportedModel, calib: Dataset, evaluation: Dataset, metric: Metric,
-                   runtime: RuntimeConfig) -> tuple[Evaluator, float]:
+                   runtime: RuntimeConfig, rounding: RoundingSettings = DEFAULT_ROUNDING
+                   ) -> tuple[Evaluator, float]:
+    """An evaluator with the default calibration and the shipped weight rounding (``flexible``
+    bit-widths)."""
     start = time.perf_counter()
     hist = collect_histograms(model, calib.batches(64), [la.activation for la in model.layers],
                               runtime=runtime)
-    evaluator = Evaluator(model, Calibration(model, hist, CalibrationSettings()), evaluation,
-                          metric, runtime=runtime)
+    calibration = Calibration(model, hist, CalibrationSettings(weight_rounding=rounding.label))
+    round_calibration(calibration, SearchSpace.build(model, load_profile("flexible")),
+                      calib.inputs, rounding=rounding, runtime=runtime)
+    evaluator = Evaluator(model, calibration, evaluation, metric, runtime=runtime)
     return evaluator, time.perf_counter() - start
 
 

@@ -20,6 +20,7 @@ from typing import Any, cast
 import numpy as np
 
 from harness.data import ModelData
+from smpq_onnx.api.context import DEFAULT_ROUNDING, round_calibration
 from smpq_onnx.engine.evaluator import EvalResult, Evaluator
 from smpq_onnx.engine.metrics import BUILTIN_METRICS
 from smpq_onnx.errors import BudgetInfeasibleError
@@ -31,6 +32,7 @@ from smpq_onnx.quant.calibration import Calibration, CalibrationSettings
 from smpq_onnx.quant.histogram import StreamingHistogram
 from smpq_onnx.quant.options import Option
 from smpq_onnx.quant.policy import Policy
+from smpq_onnx.quant.weight_rounding import RoundingSettings
 from smpq_onnx.strategy.game import QuantizationGame
 from smpq_onnx.strategy.smpq import cheapest_policy, infeasible_error
 from smpq_onnx.strategy.space import SearchSpace
@@ -209,15 +211,20 @@ class Arena:
 
 
 def make_arena(data: ModelData, profile_name: str, histograms: dict[str, StreamingHistogram],
-               runtime: RuntimeConfig) -> Arena:
-    """Calibration settings from the profile, as ``smpq-onnx search`` builds them."""
+               runtime: RuntimeConfig, rounding: RoundingSettings = DEFAULT_ROUNDING) -> Arena:
+    """Calibration settings and weight rounding from the profile, as ``smpq-onnx search``
+    builds them (the rounding table is computed once per model and read from the disk cache
+    for the other profiles that share its bit-widths)."""
     profile = load_profile(profile_name)
     model = data.model
     settings = CalibrationSettings(
         activation_method="auto",
         symmetric_activations=profile.activation_quantization.symmetric,
-        per_channel_weights=profile.weight_quantization.granularity == "per_channel")
+        per_channel_weights=profile.weight_quantization.granularity == "per_channel",
+        weight_rounding=rounding.label)
     calibration = Calibration(model, histograms, settings)
+    round_calibration(calibration, SearchSpace.build(model, profile), data.calib.inputs,
+                      rounding=rounding, runtime=runtime)
     search = Evaluator(model, calibration, data.search, data.metric, runtime=runtime)
     heldout = Evaluator(model, calibration, data.heldout, data.metric, runtime=runtime)
     sanity = None

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from smpq_onnx.engine.dataset import Dataset, InputSpec, load_dataset, split_calibration
 from smpq_onnx.engine.evaluator import DEFAULT_BATCH_SIZE, Evaluator
@@ -105,22 +107,36 @@ def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | 
         activation_method=activation_range,
         symmetric_activations=profile.activation_quantization.symmetric,
         per_channel_weights=profile.weight_quantization.granularity == "per_channel",
-        weight_rounding=rounding.method, bias_correction=rounding.bias_correction)
+        weight_rounding=rounding.label)
     calibration = Calibration(model, histograms, settings)
-    started = time.perf_counter()
-    cached = True
-    if not rounding.is_identity:
-        bits_per_layer = {name: sorted({o.w_bits for o in options})
-                          for name, options in space.options.items()}
-        table, cached = cached_rounding(
-            model, bits_per_layer, calibration_set.inputs, weight=calibration.weight_array,
-            scales=calibration.weight_scales, settings=rounding,
-            calibration_settings=repr(settings), runtime=runtime, progress=progress,
-            per_channel=settings.per_channel_weights)
-        calibration.use_rounded_weights(table)
-    rounding_s = 0.0 if cached else time.perf_counter() - started
+    cached, rounding_s = round_calibration(calibration, space, calibration_set.inputs,
+                                           rounding=rounding, runtime=runtime,
+                                           progress=progress)
     evaluator = Evaluator(model, calibration, eval_set, chosen_metric, runtime=runtime,
                           batch_size=batch_size, profile_name=profile.name)
     return QuantizationContext(model, profile, space, CostModel(model, profile), eval_set,
                                calibration_set, calibration, evaluator, chosen_metric, runtime,
                                rounding, rounding_s, cached)
+
+
+def round_calibration(calibration: Calibration, space: SearchSpace,
+                      inputs: Mapping[str, np.ndarray], *, rounding: RoundingSettings,
+                      runtime: RuntimeConfig, progress: Progress | None = None
+                      ) -> tuple[bool, float]:
+    """Run (or read from the disk cache) the rounding stage for every weight bit-width of
+    ``space`` and install its table in ``calibration``.
+
+    Returns (whether the table came from the cache, seconds spent computing it).
+    """
+    if rounding.is_identity:
+        return True, 0.0
+    started = time.perf_counter()
+    bits_per_layer = {name: sorted({o.w_bits for o in options})
+                      for name, options in space.options.items()}
+    table, cached = cached_rounding(
+        calibration.model, bits_per_layer, inputs, weight=calibration.weight_array,
+        scales=calibration.weight_scales, settings=rounding,
+        calibration_settings=repr(calibration.settings), runtime=runtime, progress=progress,
+        per_channel=calibration.settings.per_channel_weights)
+    calibration.use_rounded_weights(table)
+    return cached, 0.0 if cached else time.perf_counter() - started

@@ -59,9 +59,8 @@ class CalibrationSettings:
     symmetric_activations: bool = False
     per_channel_weights: bool = True
     weight_rounding: str = "nearest"
-    """How integer weights are chosen on these scales (:mod:`smpq_onnx.quant.weight_rounding`);
-    recorded here so that the evaluation store's key covers it."""
-    bias_correction: bool = False
+    """The rounding stage's settings label (:mod:`smpq_onnx.quant.weight_rounding`, e.g.
+    ``gptq+bias-correction``), recorded here so that the evaluation store's key covers it."""
 
 
 def collect_histograms(model: ImportedModel, batches: Iterable[Mapping[str, np.ndarray]],

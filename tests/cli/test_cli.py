@@ -68,6 +68,7 @@ def test_profile_with_policy_file(conv_chain_path: Path, tmp_path: Path) -> None
 
 def test_profile_of_a_torch_resnet_with_symbolic_batch_matches_hooks(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(Path(__file__).parents[1] / "model"))  # the torch models' helpers
     from test_macs_torch import export, hook_macs, randomize_batchnorm, resnet
 
     model = resnet().eval()
