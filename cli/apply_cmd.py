@@ -8,7 +8,12 @@ from pathlib import Path
 import click
 
 from smpq_onnx.api.applying import DEFAULT_HW, apply
-from smpq_onnx.cli.options import policy_options, rounding_options, runtime_options
+from smpq_onnx.cli.options import (
+    input_shape_option,
+    policy_options,
+    rounding_options,
+    runtime_options,
+)
 from smpq_onnx.cli.progress import TerminalProgress
 
 
@@ -29,12 +34,14 @@ from smpq_onnx.cli.progress import TerminalProgress
               "agreement).")
 @rounding_options
 @runtime_options
+@input_shape_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def apply_command(model: Path | None, bits: str | None, policy_path: Path | None,
                   default_bits: str | None, calib_data: str | None, data: str | None,
                   hw_name: str, out_path: Path, encodings_path: Path | None, native_int4: bool,
                   metric: str | None, rounding: str, bias_correction: bool,
                   scale_search: bool, provider: str, threads: int, optimization: str,
+                  input_shapes: dict[str, tuple[int, ...]] | None,
                   as_json: bool) -> None:
     """Emit MODEL (default: the bundled example) quantized by a policy as a QDQ ONNX model."""
     with TerminalProgress(enabled=not as_json) as progress:
@@ -44,7 +51,7 @@ def apply_command(model: Path | None, bits: str | None, policy_path: Path | None
                        rounding=rounding, bias_correction=bias_correction,
             scale_search=scale_search, provider=provider,
             threads=threads, optimization=optimization,
-                       progress=progress)
+                       input_shapes=input_shapes, progress=progress)
     if as_json:
         click.echo(json.dumps(result.to_json_dict(), indent=2))
         return

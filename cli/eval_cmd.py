@@ -8,7 +8,12 @@ from pathlib import Path
 import click
 
 from smpq_onnx.api.evaluation import DEFAULT_HW, evaluate
-from smpq_onnx.cli.options import policy_options, rounding_options, runtime_options
+from smpq_onnx.cli.options import (
+    input_shape_option,
+    policy_options,
+    rounding_options,
+    runtime_options,
+)
 from smpq_onnx.cli.progress import TerminalProgress
 
 
@@ -30,12 +35,14 @@ from smpq_onnx.cli.progress import TerminalProgress
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @rounding_options
 @runtime_options
+@input_shape_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def eval_command(model: Path | None, data: str | None, calib_data: str | None,
                  metric: str | None, hw_name: str, bits: str | None, policy_path: Path | None,
                  default_bits: str | None, activation_range: str, batch_size: int,
                  rounding: str, bias_correction: bool, scale_search: bool, provider: str,
-                 threads: int, optimization: str, as_json: bool) -> None:
+                 threads: int, optimization: str,
+                 input_shapes: dict[str, tuple[int, ...]] | None, as_json: bool) -> None:
     """Evaluate MODEL (default: the bundled example) in FP32 and at a bit-width policy."""
     with TerminalProgress(enabled=not as_json) as progress:
         result = evaluate(model, data=data, calib_data=calib_data, metric=metric, hw=hw_name,
@@ -44,7 +51,7 @@ def eval_command(model: Path | None, data: str | None, calib_data: str | None,
                           rounding=rounding, bias_correction=bias_correction,
             scale_search=scale_search, provider=provider,
             threads=threads, optimization=optimization,
-                          progress=progress)
+                          input_shapes=input_shapes, progress=progress)
     report = result.to_json_dict()
     if as_json:
         click.echo(json.dumps(report, indent=2))

@@ -8,10 +8,21 @@ from typing import Any, TypeVar
 
 import click
 
+from smpq_onnx.api.choices import parse_input_shapes
 from smpq_onnx.api.context import DEFAULT_ROUNDING
 from smpq_onnx.quant.weight_rounding import ROUNDING_METHODS
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def input_shape_option(function: F) -> F:
+    """``--input-shape NAME=DIMS`` (repeatable), parsed into ``input_shapes``."""
+    return click.option(
+        "--input-shape", "input_shapes", multiple=True, metavar="NAME=DIMS",
+        callback=lambda _ctx, _param, values: parse_input_shapes(values),
+        help="Concrete shape of an input with symbolic sizes, the batch written as 1 (e.g. "
+        "images=1x3x640x640; repeatable). Default: the shape of the data's first sample. "
+        "Costs are per sample at this shape.")(function)
 
 
 def policy_options(function: F) -> F:

@@ -10,7 +10,7 @@ import click
 
 from smpq_onnx.api.profiling import DEFAULT_PROFILE_HW as DEFAULT_HW
 from smpq_onnx.api.profiling import profile as profile_model
-from smpq_onnx.cli.options import policy_options
+from smpq_onnx.cli.options import input_shape_option, policy_options
 from smpq_onnx.cli.render import human, table
 
 
@@ -19,12 +19,15 @@ from smpq_onnx.cli.render import human, table
 @click.option("--hw", "hw_name", default=DEFAULT_HW, show_default=True,
               help="Device profile: a built-in name (see `hw list`) or a .yaml path.")
 @policy_options
+@input_shape_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def profile(model: Path | None, hw_name: str, bits: str | None, policy_path: Path | None,
-            default_bits: str | None, as_json: bool) -> None:
+            default_bits: str | None, input_shapes: dict[str, tuple[int, ...]] | None,
+            as_json: bool) -> None:
     """Cost of MODEL (default: the bundled example) at a bit-width policy on a device."""
     report = profile_model(model, hw=hw_name, bits=bits, policy=policy_path,
-                           default_bits=default_bits).to_json_dict()
+                           default_bits=default_bits,
+                           input_shapes=input_shapes).to_json_dict()
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
@@ -43,7 +46,9 @@ def _render(report: dict[str, Any]) -> str:
     totals = report["totals"]
     units = {"bops": "", "weight_bytes": "B", "peak_activation_bytes": "B", "latency_s": "s"}
     lines = [
-        f"model {report['model']} on profile {report['profile']}",
+        f"model {report['model']} on profile {report['profile']}, per sample at input "
+        + ", ".join(f"{name}={'x'.join(str(d) for d in dims)}"
+                    for name, dims in report["input_shapes"].items()),
         "",
         table(["layer", "op", "MACs", "params", "allowed", "bits", "BOPs", "weights"], rows,
               right_align=[False, False, True, True, False, False, True, True]),

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from smpq_onnx.api.searching import DEFAULT_HW, DEFAULT_OUT, SELECTIONS, search
-from smpq_onnx.cli.options import rounding_options, runtime_options
+from smpq_onnx.cli.options import input_shape_option, rounding_options, runtime_options
 from smpq_onnx.cli.progress import TerminalProgress
 from smpq_onnx.errors import AccuracyTargetMissedError
 from smpq_onnx.strategy.baselines import METHODS
@@ -61,6 +61,7 @@ from smpq_onnx.strategy.smpq import DEFAULT_MAX_EVALS, SEARCH_ESTIMATORS, Search
               show_default=True, help="Output folder.")
 @rounding_options
 @runtime_options
+@input_shape_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report JSON to stdout.")
 def search_command(model: Path | None, hw_name: str, data: str | None, calib_data: str | None,
                    metric: str | None, method: str, estimator: str, samples: int | None,
@@ -70,7 +71,8 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
                    budget_flash: int | None, budget_sram: int | None,
                    budget_latency_ms: float | None, max_drop: float | None, out_dir: Path,
                    rounding: str, bias_correction: bool, scale_search: bool, provider: str,
-                   threads: int, optimization: str, as_json: bool) -> None:
+                   threads: int, optimization: str,
+                   input_shapes: dict[str, tuple[int, ...]] | None, as_json: bool) -> None:
     """Search per-layer bit-widths of MODEL (default: the bundled example) for a device."""
     with TerminalProgress(enabled=not as_json) as progress:
         outcome = search(
@@ -83,7 +85,7 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
             out=out_dir, rounding=rounding, bias_correction=bias_correction,
             scale_search=scale_search, provider=provider,
             threads=threads, optimization=optimization,
-            progress=progress)
+            input_shapes=input_shapes, progress=progress)
     if as_json:
         click.echo(json.dumps(outcome.report, indent=2))
     else:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from smpq_onnx.api.choices import PolicyLike, resolve_policy, rounding_settings, runtime_config
+from smpq_onnx.api.choices import (
+    PolicyLike,
+    resolve_policy,
+    rounding_settings,
+    runtime_config,
+    writable_file,
+)
 from smpq_onnx.api.context import DEFAULT_ROUNDING, Progress, build_context
 from smpq_onnx.api.results import ApplyCheck, ApplyResult
 from smpq_onnx.engine.evaluator import Evaluator
@@ -24,21 +31,26 @@ def apply(model: str | Path | None = None, *, out: str | Path, bits: str | None 
           bias_correction: bool = DEFAULT_ROUNDING.bias_correction,
           scale_search: bool = DEFAULT_ROUNDING.scale_search, provider: str = "auto",
           threads: int = 0, optimization: str = "all",
+          input_shapes: Mapping[str, Sequence[int]] | None = None,
           progress: Progress | None = None) -> ApplyResult:
     """Emit ``model`` (default: the bundled example) quantized by a policy as a QDQ model.
 
     Writes ``out`` and the encodings JSON (default: beside ``out``) atomically. With ``data``
     (or the bundled example) the written file is run in a fresh ONNX Runtime session and
-    checked against the evaluator's run of the same emitted model.
+    checked against the evaluator's run of the same emitted model. ``input_shapes`` (input ->
+    full shape, batch 1) fixes symbolic dimensions besides the batch (else the data's first
+    sample does); the written model has those sizes.
     """
     if model is not None and calib_data is None and data is None:
         raise DataError("apply needs calibration data: give --calib-data (or --data)")
-    out_path = Path(out)
+    out_path = writable_file(Path(out))
+    if encodings_path is not None:
+        writable_file(Path(encodings_path), "--encodings")
     runtime = runtime_config(provider, threads, optimization)
     context = build_context(model, hw=hw, data=data, calib_data=calib_data, metric=metric,
                             runtime=runtime,
                             rounding=rounding_settings(rounding, bias_correction, scale_search),
-                            progress=progress)
+                            input_shapes=input_shapes, progress=progress)
     chosen = resolve_policy(context.space, bits=bits, policy=policy, default_bits=default_bits,
                             fallback=context.profile.default_option)
     emitted = context.evaluator.deployed_model(chosen, native_int4=native_int4)

@@ -7,7 +7,8 @@ with neither, the profile's default option.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -58,6 +59,58 @@ def resolve_policy(space: SearchSpace, *, bits: str | None, policy: PolicyLike |
     if default_bits:
         raise PolicyError("--default-bits only completes a --policy file")
     return space.uniform(Option.parse(bits or fallback))
+
+
+def parse_input_shapes(texts: Iterable[str]) -> dict[str, tuple[int, ...]] | None:
+    """``["x=1x3x640x640", ...]`` (``--input-shape``, repeatable) -> input -> full shape.
+
+    Only the form is checked here; names, ranks and the batch of 1 are checked against the
+    model when it is imported.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    for text in texts:
+        name, _, dims = text.rpartition("=")
+        if not name or not re.fullmatch(r"\d+(x\d+)*", dims.strip()):
+            raise InvalidArgumentError(
+                f"--input-shape {text!r} is not NAME=DIMS; write the input's full shape with "
+                "the batch as 1, sizes joined by x, e.g. images=1x3x640x640")
+        values = tuple(int(d) for d in dims.strip().split("x"))
+        if any(d <= 0 for d in values):
+            raise InvalidArgumentError(
+                f"--input-shape {text!r} has a dimension <= 0; give positive sizes")
+        if name in shapes:
+            raise InvalidArgumentError(f"--input-shape names input '{name}' twice; give it once")
+        shapes[name] = values
+    return shapes or None
+
+
+def writable_file(path: Path, flag: str = "--out") -> Path:
+    """``path`` as a file to write: not an existing folder, no file where a folder must be."""
+    if path.is_dir():
+        raise InvalidArgumentError(
+            f"{flag} {path} is an existing directory; give the file to write, e.g. "
+            f"{path / 'model.qdq.onnx'}")
+    _check_parents(path.parent, flag)
+    return path
+
+
+def writable_folder(path: Path, flag: str = "--out") -> Path:
+    """``path`` as a folder to write into: not an existing file."""
+    if path.exists() and not path.is_dir():
+        raise InvalidArgumentError(
+            f"{flag} {path} is an existing file; it names the folder the results go to: give "
+            "a folder path")
+    _check_parents(path, flag)
+    return path
+
+
+def _check_parents(path: Path, flag: str) -> None:
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise InvalidArgumentError(
+                    f"{flag}: {parent} is a file, not a folder; give a path inside a folder")
+            return
 
 
 def rounding_settings(method: str, bias_correction: bool,

@@ -9,20 +9,28 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from smpq_onnx.engine.dataset import Dataset, InputSpec, load_dataset, split_calibration
-from smpq_onnx.engine.evaluator import DEFAULT_BATCH_SIZE, Evaluator
+from smpq_onnx.engine.dataset import (
+    Dataset,
+    InputSpec,
+    conform,
+    first_sample_shapes,
+    load_dataset,
+    split_calibration,
+)
+from smpq_onnx.engine.evaluator import DEFAULT_BATCH_SIZE, Evaluator, run_batch_size
 from smpq_onnx.engine.metrics import Metric, resolve_metric
 from smpq_onnx.errors import DataError
 from smpq_onnx.example import example_data_path, example_model_path
 from smpq_onnx.hardware.cost import CostModel
 from smpq_onnx.hardware.profile import DeviceProfile, load_profile
 from smpq_onnx.model.importer import ImportedModel, import_model
+from smpq_onnx.model.loading import load_onnx
 from smpq_onnx.model.runtime import RuntimeConfig, describe_provider
 from smpq_onnx.quant.calibration import (
     Calibration,
@@ -30,7 +38,7 @@ from smpq_onnx.quant.calibration import (
     RangeMethod,
     collect_histograms,
 )
-from smpq_onnx.quant.weight_rounding import RoundingSettings, cached_rounding
+from smpq_onnx.quant.weight_rounding import MOMENTS_BATCH, RoundingSettings, cached_rounding
 from smpq_onnx.strategy.space import SearchSpace
 
 DEFAULT_ROUNDING = RoundingSettings(method="gptq", bias_correction=True)
@@ -69,10 +77,14 @@ def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | 
                   activation_range: RangeMethod = "auto",
                   batch_size: int = DEFAULT_BATCH_SIZE,
                   rounding: RoundingSettings | None = None,
+                  input_shapes: Mapping[str, Sequence[int]] | None = None,
                   progress: Progress | None = None) -> QuantizationContext:
     """Import, load data, calibrate and set up the evaluator.
 
     With no model, the bundled example; with no data, the example's data (only then).
+    Symbolic input dimensions besides the batch take ``input_shapes`` (full shapes, batch 1),
+    else the shape of the data's first sample (:func:`import_with_data`). A model whose batch
+    is fixed (inputs ``[1, 3, 224, 224]``) runs that many samples at a time.
     """
     runtime = runtime or RuntimeConfig()
     rounding = rounding or DEFAULT_ROUNDING
@@ -82,15 +94,20 @@ def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | 
     if data is None and calib_data is None:
         raise DataError("no data: give --data (a .npz, an image folder or module:function)")
     profile = load_profile(hw)
-    model = import_model(model_path)
+    model, full, calibration_only = import_with_data(model_path, data=data,
+                                                     calib_data=calib_data,
+                                                     input_shapes=input_shapes)
     space = SearchSpace.build(model, profile)
-    specs = InputSpec.of_model(model.ir_model)
-    if calib_data is None:
-        assert data is not None
-        calibration_set, eval_set = split_calibration(load_dataset(data, specs))
+    if calibration_only is None:
+        assert full is not None
+        calibration_set, eval_set = split_calibration(full)
     else:
-        calibration_set = load_dataset(calib_data, specs)
-        eval_set = load_dataset(data, specs) if data is not None else calibration_set
+        calibration_set = calibration_only
+        eval_set = full if full is not None else calibration_set
+    batch_size = run_batch_size(model, batch_size)
+    if model.fixed_batch is not None:
+        logger.info("the model's batch is fixed at %d: it runs that many samples at a time",
+                    batch_size)
     chosen_metric = resolve_metric(metric, has_labels=eval_set.labels is not None)
     logger.info("evaluating on %d samples of %s, calibrating on %d of %s, with %s",
                 len(eval_set), eval_set.source, len(calibration_set), calibration_set.source,
@@ -119,6 +136,53 @@ def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | 
                                rounding, rounding_s, cached)
 
 
+def import_with_data(model_path: str | Path, *, data: str | Path | None,
+                     calib_data: str | Path | None,
+                     input_shapes: Mapping[str, Sequence[int]] | None = None
+                     ) -> tuple[ImportedModel, Dataset | None, Dataset | None]:
+    """The imported model and its data sets (``data``, ``calib_data``) checked against it.
+
+    Symbolic input dimensions besides the batch are fixed to ``input_shapes``; inputs it
+    leaves symbolic take the shape of the first sample of ``data`` (else ``calib_data``).
+    """
+    proto = load_onnx(model_path)
+    shapes = {name: tuple(int(d) for d in dims) for name, dims in (input_shapes or {}).items()}
+    given = dict(shapes)
+    raw = InputSpec.of_proto(proto)
+    unresolved = [spec for spec in raw
+                  if spec.name not in shapes and any(d is None for d in spec.shape[1:])]
+    sources = [source for source in (data, calib_data) if source is not None]
+    first: Dataset | None = None
+    if unresolved and sources:
+        first = load_dataset(sources[0], raw)
+        found = first_sample_shapes(first, unresolved)
+        logger.info("input shape(s) %s from the first sample of %s", _shapes_text(found),
+                    first.source)
+        shapes.update(found)
+    model = import_model(proto, input_shapes=shapes or None, label=str(model_path))
+    specs = InputSpec.of_model(model.ir_model)
+    hints = []
+    if given:
+        hints.append(f"--input-shape {_shapes_text(given)}")
+    if first is not None:
+        hints.append(f"the first sample of {first.source}")
+    hint = f"(the shape set by {' and '.join(hints)}; every sample must have it)" \
+        if hints else ""
+
+    def loaded(source: str | Path | None) -> Dataset | None:
+        if source is None:
+            return None
+        if first is not None and source is sources[0]:
+            return conform(first, specs, hint=hint)
+        return load_dataset(source, specs, hint=hint)
+
+    return model, loaded(data), loaded(calib_data)
+
+
+def _shapes_text(shapes: Mapping[str, Sequence[int]]) -> str:
+    return " ".join(f"{name}={'x'.join(str(d) for d in dims)}" for name, dims in shapes.items())
+
+
 def round_calibration(calibration: Calibration, space: SearchSpace,
                       inputs: Mapping[str, np.ndarray], *, rounding: RoundingSettings,
                       runtime: RuntimeConfig, progress: Progress | None = None
@@ -137,6 +201,7 @@ def round_calibration(calibration: Calibration, space: SearchSpace,
         calibration.model, bits_per_layer, inputs, weight=calibration.weight_array,
         scales=calibration.weight_scales, settings=rounding,
         calibration_settings=repr(calibration.settings), runtime=runtime, progress=progress,
-        per_channel=calibration.settings.per_channel_weights)
+        per_channel=calibration.settings.per_channel_weights,
+        batch_size=calibration.model.fixed_batch or MOMENTS_BATCH)
     calibration.use_rounded_weights(table)
     return cached, 0.0 if cached else time.perf_counter() - started

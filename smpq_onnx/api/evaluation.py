@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from smpq_onnx.api.choices import (
@@ -30,12 +31,16 @@ def evaluate(model: str | Path | None = None, *, data: str | Path | None = None,
              bias_correction: bool = DEFAULT_ROUNDING.bias_correction,
              scale_search: bool = DEFAULT_ROUNDING.scale_search,
              provider: str = "auto", threads: int = 0,
-             optimization: str = "all", progress: Progress | None = None) -> EvaluationResult:
+             optimization: str = "all",
+             input_shapes: Mapping[str, Sequence[int]] | None = None,
+             progress: Progress | None = None) -> EvaluationResult:
     """Evaluate ``model`` (default: the bundled example and its data) in FP32 and at a policy.
 
     Without ``calib_data`` the last quarter of ``data`` (at most 256 samples) calibrates and
     the rest evaluates. ``metric``: top1, agreement, kl, sqnr, cosine or ``module:function``
-    (default: top1 with labels, else agreement).
+    (default: top1 with labels, else agreement). ``input_shapes`` (input -> full shape, batch
+    1) fixes symbolic dimensions besides the batch; without it they take the shape of the
+    data's first sample.
     """
     start = time.perf_counter()
     one_of(activation_range, ACTIVATION_RANGES, "activation range (--calibration)")
@@ -47,7 +52,7 @@ def evaluate(model: str | Path | None = None, *, data: str | Path | None = None,
                             activation_range=activation_range,  # type: ignore[arg-type]
                             batch_size=batch_size,
                             rounding=rounding_settings(rounding, bias_correction, scale_search),
-                            progress=progress)
+                            input_shapes=input_shapes, progress=progress)
     chosen = resolve_policy(context.space, bits=bits, policy=policy, default_bits=default_bits,
                             fallback=context.profile.default_option)
     simulated = context.evaluator.evaluate(chosen)

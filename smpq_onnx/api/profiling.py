@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +21,29 @@ DEFAULT_PROFILE_HW = "mcu"
 
 def profile(model: str | Path | None = None, *, hw: str = DEFAULT_PROFILE_HW,
             bits: str | None = None, policy: PolicyLike | None = None,
-            default_bits: str | None = None) -> ProfileResult:
+            default_bits: str | None = None,
+            input_shapes: Mapping[str, Sequence[int]] | None = None) -> ProfileResult:
     """Cost of ``model`` (default: the bundled example) at a policy on the device ``hw``.
 
     ``hw`` is a built-in profile name or a YAML path; the policy is ``bits`` for every layer,
     or ``policy`` completed by ``default_bits``, else the profile's default option.
+    ``input_shapes`` (input -> full shape, batch 1, e.g. ``{"images": (1, 3, 640, 640)}``)
+    fixes symbolic dimensions besides the batch; costs are per sample at those shapes.
     """
     device = load_profile(hw)
-    imported = import_model(model if model is not None else example_model_path())
+    imported = import_model(model if model is not None else example_model_path(),
+                            input_shapes=input_shapes)
     space = SearchSpace.build(imported, device)
     chosen = resolve_policy(space, bits=bits, policy=policy, default_bits=default_bits,
                             fallback=device.default_option)
     return profile_result(imported.source, device.name, space, CostModel(imported, device),
-                          chosen, Budget.from_profile(device, imported))
+                          chosen, Budget.from_profile(device, imported),
+                          input_shapes=imported.input_shapes)
 
 
 def profile_result(source: str, device: str, space: SearchSpace, costs: CostModel,
-                   policy: Policy, budget: Budget) -> ProfileResult:
+                   policy: Policy, budget: Budget, *,
+                   input_shapes: Mapping[str, Sequence[int]] | None = None) -> ProfileResult:
     total = costs.cost(policy)
     checks = budget.check(total)
     layers: list[dict[str, Any]] = []
@@ -56,4 +63,6 @@ def profile_result(source: str, device: str, space: SearchSpace, costs: CostMode
                 "other_constant_bytes": costs.other_constant_bytes},
         limits=[{"resource": c.resource, "used": c.used, "limit": c.limit, "fits": c.fits}
                 for c in checks],
-        layers=layers, fits=all(c.fits for c in checks))
+        layers=layers, fits=all(c.fits for c in checks),
+        input_shapes={name: [int(d) for d in dims]
+                      for name, dims in (input_shapes or {}).items()})

@@ -5,7 +5,7 @@ Each result is frozen and has ``to_json_dict()``, the exact object ``--json`` wr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,12 @@ class ProfileResult:
     """One ``{resource, used, limit, fits}`` per limit of the profile."""
     layers: list[dict[str, Any]]
     fits: bool
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    """Graph input -> the shape (batch 1) the costs are for."""
 
     def to_json_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "profile": self.profile, "totals": self.totals,
+        return {"model": self.model, "profile": self.profile,
+                "input_shapes": self.input_shapes, "totals": self.totals,
                 "limits": self.limits, "layers": self.layers, "fits": self.fits}
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import onnx_ir as ir
 
-from smpq_onnx.api.choices import one_of, rounding_settings, runtime_config
+from smpq_onnx.api.choices import one_of, rounding_settings, runtime_config, writable_folder
 from smpq_onnx.api.context import DEFAULT_ROUNDING, Progress, QuantizationContext, build_context
 from smpq_onnx.api.results import SearchOutcome
 from smpq_onnx.engine.evalstore import EvaluationStore, fingerprint
@@ -69,14 +70,18 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
            bias_correction: bool = DEFAULT_ROUNDING.bias_correction,
            scale_search: bool = DEFAULT_ROUNDING.scale_search,
            provider: str = "auto", threads: int = 0,
-           optimization: str = "all", progress: Progress | None = None) -> SearchOutcome:
+           optimization: str = "all",
+           input_shapes: Mapping[str, Sequence[int]] | None = None,
+           progress: Progress | None = None) -> SearchOutcome:
     """Search per-layer bit-widths of ``model`` (default: the bundled example) for ``hw``.
 
     Budgets not given come from the profile. ``method``: shapley (SMPQ) or a baseline
     (uniform, random, context, amp, dmpq). Raises the typed errors of :mod:`smpq_onnx.errors`
     (``BudgetInfeasibleError`` when no policy meets the budget). With ``max_drop``, the
     cheapest selection within that drop of FP32; if none meets it the best policy is still
-    written and the outcome's ``target_missed`` says so.
+    written and the outcome's ``target_missed`` says so. ``input_shapes`` (input -> full
+    shape, batch 1) fixes symbolic dimensions besides the batch (else the data's first sample
+    does); budgets and costs are per sample at those shapes.
     """
     one_of(method, list(METHODS), "method")
     one_of(estimator, list(SEARCH_ESTIMATORS), "estimator")
@@ -87,12 +92,12 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     if estimator == CONTROL_VARIATE and semantics != "hard":
         raise InvalidArgumentError("--estimator owen-cv needs --semantics hard")
     started = time.perf_counter()
-    out_dir = Path(out)
+    out_dir = writable_folder(Path(out))
     runtime = runtime_config(provider, threads, optimization)
     context = build_context(model, hw=hw, data=data, calib_data=calib_data, metric=metric,
                             runtime=runtime,
                             rounding=rounding_settings(rounding, bias_correction, scale_search),
-                            progress=progress)
+                            input_shapes=input_shapes, progress=progress)
     budget = search_budget(context, bops=budget_bops, bops_ratio=budget_bops_ratio,
                            flash=budget_flash, sram=budget_sram, latency_ms=budget_latency_ms)
     setup_s = time.perf_counter() - started

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnx_ir as ir
 
 from smpq_onnx.errors import DataError
@@ -48,6 +49,22 @@ class InputSpec:
             specs.append(cls(value.name or "", shape, dtype))
         return specs
 
+    @classmethod
+    def of_proto(cls, model: onnx.ModelProto) -> list[InputSpec]:
+        """The inputs of a model as loaded (symbolic dimensions other than the batch too)."""
+        constants = {init.name for init in model.graph.initializer}
+        specs = []
+        for value in model.graph.input:
+            if value.name in constants:
+                continue
+            tensor = value.type.tensor_type
+            shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                          for d in tensor.shape.dim)
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+                             if tensor.elem_type else np.float32)
+            specs.append(cls(value.name, shape, dtype))
+        return specs
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -69,7 +86,9 @@ class Dataset:
             yield {k: v[start:start + batch_size] for k, v in self.inputs.items()}
 
 
-def load_dataset(source: str | Path, specs: list[InputSpec]) -> Dataset:
+def load_dataset(source: str | Path, specs: list[InputSpec], *, hint: str = "") -> Dataset:
+    """The data of ``source`` checked against ``specs``; ``hint`` ends the message of a shape
+    mismatch (where the expected shape came from)."""
     text = str(source)
     preset = None
     path = Path(text)
@@ -78,15 +97,30 @@ def load_dataset(source: str | Path, specs: list[InputSpec]) -> Dataset:
         if Path(head).is_dir() and tail in PRESETS:
             path, preset = Path(head), tail
         elif re.fullmatch(r"[\w.]+", head) and re.fullmatch(r"\w+", tail):
-            return _from_function(head, tail, specs, text)
+            return _from_function(head, tail, specs, text, hint)
     if path.is_dir():
-        return _from_images(path, specs, preset or "imagenet")
+        return _from_images(path, specs, preset or "imagenet", hint)
     if not path.exists():
         raise DataError(f"data not found: {text}; give a .npz file, an image folder or "
                         "module:function")
     if path.suffix != ".npz":
         raise DataError(f"data file {text} is not a .npz; save arrays with numpy.savez")
-    return _from_npz(path, specs)
+    return _from_npz(path, specs, hint)
+
+
+def conform(data: Dataset, specs: list[InputSpec], *, hint: str = "") -> Dataset:
+    """``data`` checked against ``specs`` again (e.g. once symbolic dimensions are fixed).
+
+    ``hint`` ends the message of a shape mismatch (where the expected shape came from).
+    """
+    return _validated(data.inputs, data.labels, specs, data.source, hint=hint)
+
+
+def first_sample_shapes(data: Dataset, specs: list[InputSpec]) -> dict[str, tuple[int, ...]]:
+    """Full shapes (batch 1) of the first sample of every input with a symbolic dimension
+    besides the batch."""
+    return {spec.name: (1, *(int(d) for d in data.inputs[spec.name].shape[1:]))
+            for spec in specs if any(d is None for d in spec.shape[1:])}
 
 
 def split_calibration(data: Dataset) -> tuple[Dataset, Dataset]:
@@ -100,7 +134,7 @@ def split_calibration(data: Dataset) -> tuple[Dataset, Dataset]:
             data.subset(slice(0, n - n_calib), f"{data.source}[:{n - n_calib}]"))
 
 
-def _from_npz(path: Path, specs: list[InputSpec]) -> Dataset:
+def _from_npz(path: Path, specs: list[InputSpec], hint: str) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
@@ -113,11 +147,12 @@ def _from_npz(path: Path, specs: list[InputSpec]) -> Dataset:
     if missing:
         raise DataError(f"{path} has no array for model input(s) {missing} (found "
                         f"{sorted(arrays)}); name arrays like the inputs, or 'x' for one input")
-    return _validated({s.name: arrays[s.name] for s in specs}, labels, specs, str(path))
+    return _validated({s.name: arrays[s.name] for s in specs}, labels, specs, str(path),
+                      hint=hint)
 
 
 def _validated(inputs: Mapping[str, np.ndarray], labels: np.ndarray | None,
-               specs: list[InputSpec], source: str) -> Dataset:
+               specs: list[InputSpec], source: str, *, hint: str = "") -> Dataset:
     checked: dict[str, np.ndarray] = {}
     counts = set()
     for spec in specs:
@@ -128,7 +163,8 @@ def _validated(inputs: Mapping[str, np.ndarray], labels: np.ndarray | None,
         for axis, (got, want) in enumerate(zip(array.shape, spec.shape, strict=True)):
             if axis > 0 and want is not None and got != want:
                 raise DataError(f"{source}: array for input '{spec.name}' has shape "
-                                f"{array.shape}, the model expects {_shape_text(spec)}")
+                                f"{array.shape}, the model expects {_shape_text(spec)}"
+                                + (f" {hint}" if hint else ""))
         if np.issubdtype(spec.dtype, np.floating) and not np.issubdtype(array.dtype, np.floating):
             raise DataError(f"{source}: array for input '{spec.name}' is {array.dtype} but the "
                             f"model takes {spec.dtype}; convert it (e.g. x.astype('float32') / "
@@ -156,7 +192,7 @@ def _shape_text(spec: InputSpec) -> str:
 
 
 def _from_function(module_name: str, function_name: str, specs: list[InputSpec],
-                   source: str) -> Dataset:
+                   source: str, hint: str) -> Dataset:
     function = load_function(f"{module_name}:{function_name}", kind="data function")
     parts: dict[str, list[np.ndarray]] = {s.name: [] for s in specs}
     labels: list[np.ndarray] = []
@@ -175,11 +211,16 @@ def _from_function(module_name: str, function_name: str, specs: list[InputSpec],
             labels.append(np.asarray(batch_labels))
     if not parts[specs[0].name]:
         raise DataError(f"{source} yielded no batches")
-    merged = {k: np.concatenate(v) for k, v in parts.items()}
-    return _validated(merged, np.concatenate(labels) if labels else None, specs, source)
+    try:
+        merged = {k: np.concatenate(v) for k, v in parts.items()}
+    except ValueError as e:
+        raise DataError(f"{source}: batches of differing shapes ({str(e).splitlines()[0]}); "
+                        "yield samples of one shape") from e
+    return _validated(merged, np.concatenate(labels) if labels else None, specs, source,
+                      hint=hint)
 
 
-def _from_images(folder: Path, specs: list[InputSpec], preset: str) -> Dataset:
+def _from_images(folder: Path, specs: list[InputSpec], preset: str, hint: str) -> Dataset:
     if len(specs) != 1:
         raise DataError(f"an image folder feeds one input; the model has {len(specs)}")
     try:
@@ -202,7 +243,12 @@ def _from_images(folder: Path, specs: list[InputSpec], preset: str) -> Dataset:
     labels = None
     if all(f.parent != folder for f in files) and all(p.isdigit() for p in parents):
         labels = np.array([int(f.parent.name) for f in files], dtype=np.int64)
-    return _validated({spec.name: np.stack(images)}, labels, specs, str(folder))
+    sizes = sorted({image.shape for image in images})
+    if len(sizes) > 1:
+        raise DataError(f"images under {folder} come out in {len(sizes)} sizes ({sizes[0]}, "
+                        f"{sizes[1]}, ...) as the input '{spec.name}' has no fixed size; give "
+                        "--input-shape or the imagenet preset")
+    return _validated({spec.name: np.stack(images)}, labels, specs, str(folder), hint=hint)
 
 
 def _imagenet(image: object, spec: InputSpec) -> np.ndarray:

@@ -32,7 +32,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from smpq_onnx.engine.dataset import Dataset, InputSpec
+from smpq_onnx.engine.dataset import Dataset
 from smpq_onnx.engine.evalstore import DEPLOYED, EvaluationStore
 from smpq_onnx.engine.fakequant import build_eval_model
 from smpq_onnx.engine.metrics import Metric
@@ -76,7 +76,7 @@ class Evaluator:
         self.data = data
         self.metric = metric
         self.runtime = runtime or RuntimeConfig()
-        self.batch_size = _batch_size(model, batch_size)
+        self.batch_size = run_batch_size(model, batch_size)
         self._base = ir.to_proto(model.ir_model)
         self._base_bytes = self._base.SerializeToString()
         # The base graph without the layers' weights and biases; each policy adds its own.
@@ -303,8 +303,7 @@ class Evaluator:
         return np.concatenate(parts)
 
 
-def _batch_size(model: ImportedModel, requested: int) -> int:
-    """The model's static batch size if it has one, else ``requested``."""
-    static = {spec.shape[0] for spec in InputSpec.of_model(model.ir_model)}
-    fixed = [b for b in static if b is not None]
-    return fixed[0] if fixed else requested
+def run_batch_size(model: ImportedModel, requested: int) -> int:
+    """Samples per run: the model's fixed batch if it has one (e.g. 1 for inputs
+    ``[1, 3, 224, 224]``: ONNX Runtime refuses any other), else ``requested``."""
+    return model.fixed_batch or requested

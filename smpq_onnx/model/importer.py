@@ -6,6 +6,7 @@ The import pipeline is declared as data (``IMPORT_PASSES``) and run by onnx-ir's
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +19,8 @@ from smpq_onnx.errors import UnsupportedModelError
 from smpq_onnx.model.dataflow import Dataflow, build_dataflow
 from smpq_onnx.model.graph_view import build_graph_view, execution_order
 from smpq_onnx.model.layers import QuantizableLayer, count_subgraph_layers, find_layers
-from smpq_onnx.model.loading import check_model_supported, load_onnx
-from smpq_onnx.model.shapes import Shape, infer_static_shapes
+from smpq_onnx.model.loading import load_onnx, supported_model
+from smpq_onnx.model.shapes import Shape, fix_input_shapes, infer_static_shapes
 from smpq_onnx.passes.constant_identity import ConstantIdentityEliminationPass
 from smpq_onnx.passes.fold_batchnorm import FoldBatchNormPass
 from smpq_onnx.passes.fold_constant_transpose import FoldConstantTransposePass
@@ -73,16 +74,43 @@ class ImportedModel:
     def total_macs(self) -> int:
         return sum(layer.macs for layer in self.layers)
 
+    @property
+    def input_shapes(self) -> dict[str, Shape]:
+        """Graph input -> the shape at batch 1 that every cost (MACs, BOPs, SRAM) is for."""
+        return {value.name or "": self.shapes[value.name or ""]
+                for value in self.ir_model.graph.inputs if (value.name or "") in self.shapes}
 
-def import_model(source: str | Path | onnx.ModelProto, *, batch_size: int = 1) -> ImportedModel:
-    """Load (if a path), canonicalize and analyse an FP32 ONNX model."""
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the model's inputs fix on axis 0 (e.g. 1 for ``[1, 3, 224, 224]``),
+        or None when the batch is symbolic: such models are run that many samples at a time
+        (one input with a fixed axis 0 is enough: a larger batch would not fit it)."""
+        for value in self.ir_model.graph.inputs:
+            dims = tuple(value.shape or ())
+            if dims and isinstance(dims[0], int) and dims[0] > 0:
+                return dims[0]
+        return None
+
+
+def import_model(source: str | Path | onnx.ModelProto, *, batch_size: int = 1,
+                 input_shapes: Mapping[str, Sequence[int]] | None = None,
+                 label: str | None = None) -> ImportedModel:
+    """Load (if a path), canonicalize and analyse an FP32 ONNX model.
+
+    ``input_shapes`` (input -> full shape, batch written as 1) fixes symbolic dimensions other
+    than the batch (e.g. image height and width); the batch stays symbolic. ``label`` names a
+    ModelProto source in messages (a path names itself).
+    """
     if isinstance(source, onnx.ModelProto):
-        check_model_supported(source, source="model")
-        proto, label = source, "model"
+        label = label or "model"
+        proto = supported_model(source, source=label)
     else:
-        proto, label = load_onnx(source), str(source)
+        label = label or str(source)
+        proto = load_onnx(source)
     model = ir.from_proto(proto)
     ir.passes.PassManager(import_passes())(model)
+    if input_shapes:
+        fix_input_shapes(model, input_shapes)
 
     shapes = infer_static_shapes(model, batch_size=batch_size)
     layers = find_layers(model, shapes)

@@ -1,20 +1,23 @@
 """Static tensor shapes of the main graph at a fixed batch size.
 
 The batch axis (axis 0 of each graph input) may be symbolic; it is fixed to ``batch_size``.
-Any other symbolic input dimension is an error naming the input. ONNX shape inference (with
-data propagation) comes first; tensors it leaves unknown are read off one ONNX Runtime run on
-zero inputs, which is exact for every static-shape model.
+Other symbolic input dimensions (image height and width, sequence lengths) are fixed first by
+:func:`fix_input_shapes` from shapes the user gives (``--input-shape``) or reads off the
+data; one still symbolic here is an error naming the input and that fix. ONNX shape inference
+(with data propagation) comes first; tensors it leaves unknown are read off one ONNX Runtime
+run on zero inputs, which is exact for every static-shape model.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import onnx
 import onnx_ir as ir
 
-from smpq_onnx.errors import UnsupportedModelError
+from smpq_onnx.errors import InvalidArgumentError, UnsupportedModelError
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,65 @@ def infer_static_shapes(model: ir.Model, *, batch_size: int = 1) -> dict[str, Sh
     return shapes
 
 
+def symbolic_input_dims(model: ir.Model) -> dict[str, list[int]]:
+    """Graph input -> the axes (other than the batch axis 0) whose size is not a number."""
+    found: dict[str, list[int]] = {}
+    for value in _graph_inputs(model):
+        axes = [axis for axis, dim in enumerate(value.shape or ())
+                if axis > 0 and not (isinstance(dim, int) and dim > 0)]
+        if axes:
+            found[value.name or ""] = axes
+    return found
+
+
+def fix_input_shapes(model: ir.Model, shapes: Mapping[str, Sequence[int]], *,
+                     source: str = "--input-shape") -> None:
+    """Give graph inputs the concrete ``shapes`` (full shapes, batch written as 1).
+
+    A symbolic batch axis stays symbolic; every other axis takes the given size. ``source``
+    names where the shapes came from in error messages.
+    """
+    inputs = {value.name or "": value for value in _graph_inputs(model)}
+    for name, dims in shapes.items():
+        value = inputs.get(name)
+        if value is None:
+            raise InvalidArgumentError(
+                f"{source}: the model has no input '{name}' (inputs: {', '.join(inputs)}); "
+                "name one of those")
+        dims = tuple(int(d) for d in dims)
+        current = tuple(value.shape or ())
+        given = _shape_text(dims)
+        if len(dims) != len(current):
+            raise InvalidArgumentError(
+                f"{source}: {name}={given} has rank {len(dims)} but input '{name}' has rank "
+                f"{len(current)} ({_shape_text(current)}); give every axis, the batch as 1")
+        if any(d <= 0 for d in dims):
+            raise InvalidArgumentError(
+                f"{source}: {name}={given} has a dimension <= 0; give positive sizes")
+        if dims[0] != 1:
+            raise InvalidArgumentError(
+                f"{source}: {name}={given} has batch {dims[0]}; write the batch (axis 0) as 1")
+        for axis, (want, have) in enumerate(zip(dims, current, strict=True)):
+            if axis > 0 and isinstance(have, int) and have > 0 and have != want:
+                raise InvalidArgumentError(
+                    f"{source}: {name}={given} sets axis {axis} to {want} but the model fixes "
+                    f"it at {have} ({_shape_text(current)})")
+        batch = current[0] if current else 1
+        value.shape = ir.Shape([batch, *dims[1:]])
+
+
+def _graph_inputs(model: ir.Model) -> list[ir.Value]:
+    initializers = set(model.graph.initializers)
+    return [value for value in model.graph.inputs if value.name not in initializers]
+
+
+def _shape_text(dims: Sequence[object]) -> str:
+    """``1x3xHxW``: numbers, symbolic names, ``?`` for unnamed dimensions."""
+    return "x".join(str(d) if isinstance(d, int)
+                    else (d.value if isinstance(d, ir.SymbolicDim) and d.value else "?")
+                    for d in dims)
+
+
 def _fix_input_dims(proto: onnx.ModelProto, batch_size: int) -> None:
     initializer_names = {init.name for init in proto.graph.initializer}
     for graph_input in proto.graph.input:
@@ -63,10 +125,14 @@ def _fix_input_dims(proto: onnx.ModelProto, batch_size: int) -> None:
                 dim.dim_value = batch_size
                 continue
             label = dim.dim_param or "?"
+            template = "x".join(
+                ["1"] + [str(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0
+                         else (d.dim_param or "?") for d in list(dims)[1:]])
             raise UnsupportedModelError(
                 f"input '{graph_input.name}' has a symbolic dimension '{label}' at axis {axis}; "
-                "only the batch axis may be symbolic: fix it with python -m "
-                "onnxruntime.tools.make_dynamic_shape_fixed"
+                f"give its concrete shape with --input-shape {graph_input.name}={template} "
+                "(numbers for the symbolic sizes, batch 1), or give data to take it from "
+                "the first sample"
             )
 
 

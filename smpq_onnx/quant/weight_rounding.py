@@ -263,13 +263,22 @@ def cached_rounding(model: ImportedModel, bits_per_layer: Mapping[str, Sequence[
                     settings: RoundingSettings, calibration_settings: str,
                     runtime: RuntimeConfig, cache_dir: Path | None = None,
                     progress: Callable[[str, int, int], None] | None = None,
-                    per_channel: bool = True) -> tuple[RoundedTable, bool]:
+                    per_channel: bool = True, batch_size: int = MOMENTS_BATCH
+                    ) -> tuple[RoundedTable, bool]:
     """The rounding table, from the disk cache when the same inputs made it before.
 
     Returns (table, whether it came from the cache). ``calibration_inputs``: the calibration
-    set's arrays by model input name; at most ``settings.samples`` samples are used.
+    set's arrays by model input name; at most ``settings.samples`` samples are used, in FP32
+    passes of ``batch_size`` (a model with a fixed batch: that batch, and whole batches only).
     """
     n = min(settings.samples, len(next(iter(calibration_inputs.values()))))
+    fixed_batch = batch_size != MOMENTS_BATCH
+    if fixed_batch:
+        n -= n % batch_size
+    if n == 0:
+        raise DataError(f"the model's batch is fixed at {batch_size}: give at least "
+                        f"{batch_size} calibration samples" if fixed_batch else
+                        "the calibration data holds no samples; give a non-empty --calib-data")
     used = {name: array[:n] for name, array in calibration_inputs.items()}
     key = rounding_key(model, [used[k] for k in sorted(used)], bits_per_layer,
                        settings=settings, calibration_settings=calibration_settings)
@@ -282,8 +291,8 @@ def cached_rounding(model: ImportedModel, bits_per_layer: Mapping[str, Sequence[
             return table, True
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             logger.warning("ignoring unreadable rounding cache %s (%s); recomputing", path, e)
-    batches = ({name: array[i:i + MOMENTS_BATCH] for name, array in used.items()}
-               for i in range(0, n, MOMENTS_BATCH))
+    batches = ({name: array[i:i + batch_size] for name, array in used.items()}
+               for i in range(0, n, batch_size))
     table = round_model(model, bits_per_layer, batches, weight=weight, scales=scales,
                         settings=settings, runtime=runtime, progress=progress, n_samples=n,
                         per_channel=per_channel)

@@ -38,6 +38,7 @@ def build_report(result: SearchResult, *, method: str, model: str, profile: str,
                        "weight_bytes": costs.layer_weight_bytes(layer.name, option)})
     return {
         "model": model, "profile": profile, "metric": metric, "eval_samples": n_eval,
+        "input_shapes": {name: list(dims) for name, dims in costs.model.input_shapes.items()},
         "fp32": result.fp32_score, "final": result.score,
         "final_engine": "emitted QDQ model",
         "final_fast_engine": result.details.get("fast_engine_score"),
@@ -92,7 +93,10 @@ def markdown(report: dict[str, Any], *, percent: bool) -> str:
            f"{' + bias correction' if report['rounding']['bias_correction'] else ''} |"]
           if report.get("rounding") else []),
         "",
-        "## Budgets", "", "| resource | used | limit | fits |", "|---|---|---|---|",
+        "## Budgets", "",
+        *([f"Costs are per sample at input shape(s) {_shapes_text(report['input_shapes'])}.",
+           ""] if report.get("input_shapes") else []),
+        "| resource | used | limit | fits |", "|---|---|---|---|",
     ]
     lines += [f"| {b['resource']} | {b['used']:.6g} | {b['limit']:.6g} | "
               f"{'yes' if b['fits'] else 'NO'} |" for b in report["budget"]]
@@ -121,3 +125,7 @@ def markdown(report: dict[str, Any], *, percent: bool) -> str:
     lines += ["", "Plots: `bits_per_layer.png`, `metric_vs_bops.png`"
               + (", `contributions.png`." if report["contributions"] else "."), ""]
     return "\n".join(lines)
+
+
+def _shapes_text(shapes: dict[str, list[int]]) -> str:
+    return ", ".join(f"`{name}` {'x'.join(str(d) for d in dims)}" for name, dims in shapes.items())
