@@ -18,13 +18,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import onnx
-import onnx_ir as ir
 
-from smpq_onnx.errors import DataError
 from smpq_onnx.model.importer import ImportedModel
 from smpq_onnx.model.layers import QuantizableLayer
 from smpq_onnx.model.runtime import RuntimeConfig
+from smpq_onnx.model.tensors import tensor_batches
 from smpq_onnx.quant.histogram import DEFAULT_BINS, StreamingHistogram
 from smpq_onnx.quant.quantizers import (
     ActivationQuantParams,
@@ -70,26 +68,10 @@ def collect_histograms(model: ImportedModel, batches: Iterable[Mapping[str, np.n
                        ) -> dict[str, StreamingHistogram]:
     """Run the FP32 model once over ``batches``, histogramming each of ``tensors``."""
     names = sorted(set(tensors))
-    proto = ir.to_proto(model.ir_model)
-    outputs = {o.name for o in proto.graph.output}
-    inputs = {i.name for i in proto.graph.input}
-    for name in names:
-        if name not in outputs and name not in inputs:
-            proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    session = runtime.session(proto)
     histograms = {name: StreamingHistogram(bins) for name in names}
-    fetch = [n for n in names if n not in inputs]
-    seen = 0
-    for batch in batches:
-        values = (dict(zip(fetch, session.run(fetch, dict(batch)), strict=True))
-                  if fetch else {})
+    for values in tensor_batches(model, names, batches, runtime=runtime, progress=progress):
         for name in names:
-            histograms[name].update(values[name] if name in values else batch[name])
-        seen += len(next(iter(batch.values())))
-        if progress is not None:
-            progress(seen)
-    if seen == 0:
-        raise DataError("the calibration data holds no samples; give a non-empty --calib-data")
+            histograms[name].update(values[name])
     return histograms
 
 

@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import onnx
 import onnx_ir as ir
 
 from smpq_onnx.errors import DataError
 from smpq_onnx.model.importer import ImportedModel
 from smpq_onnx.model.layers import QuantizableLayer
 from smpq_onnx.model.runtime import RuntimeConfig
+from smpq_onnx.model.tensors import tensor_batches
 from smpq_onnx.quant.hessian import InputMoments
 from smpq_onnx.quant.rounding import bias_correction, output_error, round_weights
 
@@ -149,34 +149,17 @@ def collect_input_moments(model: ImportedModel, layers: Sequence[QuantizableLaye
                           progress: Callable[[int], None] | None = None
                           ) -> dict[str, InputMoments]:
     """One FP32 pass over ``batches``: each layer's input moments."""
-    proto = ir.to_proto(model.ir_model)
-    outputs = {o.name for o in proto.graph.output}
-    inputs = {i.name for i in proto.graph.input}
-    tensors = sorted({layer.activation for layer in layers if layer.name in layouts})
-    for name in tensors:
-        if name not in outputs and name not in inputs:
-            proto.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    session = runtime.session(proto)
-    fetch = [t for t in tensors if t not in inputs]
     moments = {layer.name: layouts[layer.name].moments() for layer in layers
                if layer.name in layouts}
-    seen = 0
-    for batch in batches:
-        values = (dict(zip(fetch, session.run(fetch, dict(batch)), strict=True))
-                  if fetch else {})
+    tensors = {layer.activation for layer in layers if layer.name in moments}
+    for values in tensor_batches(model, tensors, batches, runtime=runtime, progress=progress):
         for layer in layers:
             if layer.name not in moments:
                 continue
-            x = values[layer.activation] if layer.activation in values \
-                else batch[layer.activation]
+            x = values[layer.activation]
             if not layouts[layer.name].input_axis_last:
                 x = np.swapaxes(x, -1, -2)
             moments[layer.name].update(x)
-        seen += len(next(iter(batch.values())))
-        if progress is not None:
-            progress(seen)
-    if seen == 0:
-        raise DataError("the calibration data holds no samples; give a non-empty --calib-data")
     return moments
 
 
