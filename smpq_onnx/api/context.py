@@ -19,6 +19,7 @@ from smpq_onnx.engine.dataset import (
     Dataset,
     InputSpec,
     conform,
+    describe_inputs,
     first_sample_shapes,
     load_dataset,
     split_calibration,
@@ -38,7 +39,13 @@ from smpq_onnx.quant.calibration import (
     RangeMethod,
     collect_histograms,
 )
-from smpq_onnx.quant.weight_rounding import MOMENTS_BATCH, RoundingSettings, cached_rounding
+from smpq_onnx.quant.weight_rounding import (
+    MOMENTS_BATCH,
+    RoundedTable,
+    RoundingSettings,
+    cached_rounding,
+    round_model,
+)
 from smpq_onnx.strategy.space import SearchSpace
 
 DEFAULT_ROUNDING = RoundingSettings(method="gptq", bias_correction=True)
@@ -118,15 +125,16 @@ def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | 
             progress("calibrate", done, len(calibration_set))
 
     histograms = collect_histograms(
-        model, calibration_set.batches(batch_size), [layer.activation for layer in model.layers],
-        runtime=runtime, progress=calibration_progress)
+        model, calibration_set.batches(batch_size, pad=model.fixed_batch is not None),
+        [layer.activation for layer in model.layers], runtime=runtime,
+        progress=calibration_progress)
     settings = CalibrationSettings(
         activation_method=activation_range,
         symmetric_activations=profile.activation_quantization.symmetric,
         per_channel_weights=profile.weight_quantization.granularity == "per_channel",
         weight_rounding=rounding.label)
     calibration = Calibration(model, histograms, settings)
-    cached, rounding_s = round_calibration(calibration, space, calibration_set.inputs,
+    cached, rounding_s = round_calibration(calibration, space, calibration_set,
                                            rounding=rounding, runtime=runtime,
                                            progress=progress)
     evaluator = Evaluator(model, calibration, eval_set, chosen_metric, runtime=runtime,
@@ -150,7 +158,7 @@ def import_with_data(model_path: str | Path, *, data: str | Path | None,
     given = dict(shapes)
     raw = InputSpec.of_proto(proto)
     unresolved = [spec for spec in raw
-                  if spec.name not in shapes and any(d is None for d in spec.shape[1:])]
+                  if spec.name not in shapes and any(d is None for d in spec.sample_shape)]
     sources = [source for source in (data, calib_data) if source is not None]
     first: Dataset | None = None
     if unresolved and sources:
@@ -161,6 +169,7 @@ def import_with_data(model_path: str | Path, *, data: str | Path | None,
         shapes.update(found)
     model = import_model(proto, input_shapes=shapes or None, label=str(model_path))
     specs = InputSpec.of_model(model.ir_model)
+    logger.info("%s", describe_inputs(specs))
     hints = []
     if given:
         hints.append(f"--input-shape {_shapes_text(given)}")
@@ -184,19 +193,29 @@ def _shapes_text(shapes: Mapping[str, Sequence[int]]) -> str:
 
 
 def round_calibration(calibration: Calibration, space: SearchSpace,
-                      inputs: Mapping[str, np.ndarray], *, rounding: RoundingSettings,
+                      inputs: Mapping[str, np.ndarray] | Dataset, *, rounding: RoundingSettings,
                       runtime: RuntimeConfig, progress: Progress | None = None
                       ) -> tuple[bool, float]:
     """Run (or read from the disk cache) the rounding stage for every weight bit-width of
     ``space`` and install its table in ``calibration``.
 
-    Returns (whether the table came from the cache, seconds spent computing it).
+    ``inputs``: the calibration set (or its arrays, samples on axis 0 of every input). Returns
+    (whether the table came from the cache, seconds spent computing it).
     """
     if rounding.is_identity:
         return True, 0.0
     started = time.perf_counter()
     bits_per_layer = {name: sorted({o.w_bits for o in options})
                       for name, options in space.options.items()}
+    if isinstance(inputs, Dataset) and not inputs.plain:
+        # The disk cache (cached_rounding) slices arrays on axis 0 itself: inputs batched
+        # elsewhere or not at all take the model-ready batches of the data set, uncached.
+        table = _round_feeds(calibration, bits_per_layer, inputs, rounding=rounding,
+                             runtime=runtime, progress=progress)
+        calibration.use_rounded_weights(table)
+        return False, time.perf_counter() - started
+    if isinstance(inputs, Dataset):
+        inputs = inputs.inputs
     table, cached = cached_rounding(
         calibration.model, bits_per_layer, inputs, weight=calibration.weight_array,
         scales=calibration.weight_scales, settings=rounding,
@@ -205,3 +224,23 @@ def round_calibration(calibration: Calibration, space: SearchSpace,
         batch_size=calibration.model.fixed_batch or MOMENTS_BATCH)
     calibration.use_rounded_weights(table)
     return cached, 0.0 if cached else time.perf_counter() - started
+
+
+def _round_feeds(calibration: Calibration, bits_per_layer: Mapping[str, Sequence[int]],
+                 data: Dataset, *, rounding: RoundingSettings, runtime: RuntimeConfig,
+                 progress: Progress | None) -> RoundedTable:
+    """The rounding table from at most ``rounding.samples`` samples of ``data`` in whole
+    model-ready batches (a fixed batch: that batch, else the moments batch)."""
+    model = calibration.model
+    batch = model.fixed_batch or MOMENTS_BATCH
+    n = min(rounding.samples, len(data))
+    if model.fixed_batch is not None:
+        n -= n % batch
+    if n == 0:
+        raise DataError(f"the model's batch is fixed at {batch}: give at least {batch} "
+                        "calibration samples")
+    used = data.subset(slice(0, n), data.source)
+    return round_model(model, bits_per_layer, used.batches(batch),
+                       weight=calibration.weight_array, scales=calibration.weight_scales,
+                       settings=rounding, runtime=runtime, progress=progress, n_samples=n,
+                       per_channel=calibration.settings.per_channel_weights)

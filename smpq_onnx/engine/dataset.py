@@ -9,6 +9,12 @@ Sources (``--data`` / ``--calib-data``):
 - ``module:function``: a function returning an iterable of batches, each an array, a dict of
   arrays, or an ``(inputs, labels)`` pair.
 Every array is checked against the model's inputs (rank, static dims, dtype) before any run.
+
+Layout: an input with a batch axis (:func:`smpq_onnx.model.shapes.batch_axes`, e.g. axis 1 of a
+recurrent state ``[2, N, 128]``) holds one sample per index on axis 0, each of the input's shape
+without its batch axis; :meth:`Dataset.batches` moves the samples onto the model's batch axis.
+An input without a batch axis (a scalar, a fixed-size state) is stored once, without a sample
+axis, and fed to every batch. Integer inputs keep their integer type.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +30,7 @@ import onnx
 import onnx_ir as ir
 
 from smpq_onnx.errors import DataError
+from smpq_onnx.model.shapes import batch_axes, proto_dims, value_dims
 from smpq_onnx.plugins import load_function
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".webp")
@@ -39,51 +46,110 @@ class InputSpec:
     shape: tuple[int | None, ...]
     """Static dims as ints; symbolic ones (the batch) as None."""
     dtype: np.dtype
+    batch_axis: int | None = 0
+    """The axis of ``shape`` that holds the samples; None: the input has no batch (stored once
+    and fed to every batch unchanged)."""
+
+    @property
+    def sample_shape(self) -> tuple[int | None, ...]:
+        """One sample's shape: ``shape`` without the batch axis."""
+        return tuple(d for axis, d in enumerate(self.shape) if axis != self.batch_axis)
 
     @classmethod
     def of_model(cls, model: ir.Model) -> list[InputSpec]:
+        initializers = set(model.graph.initializers)
+        values = [v for v in model.graph.inputs if v.name not in initializers]
+        axes = batch_axes({value.name or "": value_dims(value) for value in values})
         specs = []
-        for value in model.graph.inputs:
+        for value in values:
             shape = tuple(d if isinstance(d, int) else None for d in (value.shape or ()))
             dtype = np.dtype(value.dtype.numpy() if value.dtype is not None else np.float32)
-            specs.append(cls(value.name or "", shape, dtype))
+            specs.append(cls(value.name or "", shape, dtype, axes[value.name or ""]))
         return specs
 
     @classmethod
     def of_proto(cls, model: onnx.ModelProto) -> list[InputSpec]:
         """The inputs of a model as loaded (symbolic dimensions other than the batch too)."""
         constants = {init.name for init in model.graph.initializer}
+        values = [value for value in model.graph.input if value.name not in constants]
+        axes = batch_axes({value.name: proto_dims(value) for value in values})
         specs = []
-        for value in model.graph.input:
-            if value.name in constants:
-                continue
+        for value in values:
             tensor = value.type.tensor_type
             shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
                           for d in tensor.shape.dim)
             dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
                              if tensor.elem_type else np.float32)
-            specs.append(cls(value.name, shape, dtype))
+            specs.append(cls(value.name, shape, dtype, axes[value.name]))
         return specs
+
+
+def describe_inputs(specs: list[InputSpec]) -> str:
+    """How each input is read and fed, for one log line."""
+    parts = []
+    for spec in specs:
+        text = (f"input '{spec.name}': no batch axis, fed to every batch"
+                if spec.batch_axis is None else
+                f"input '{spec.name}': batch on axis {spec.batch_axis}")
+        if not np.issubdtype(spec.dtype, np.floating):
+            text += f" ({spec.dtype}, fed as is, not quantized)"
+        parts.append(text)
+    return "; ".join(parts)
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Model inputs (name -> array with samples on axis 0) and optional integer labels."""
+    """Model inputs (name -> array with samples on axis 0, or the one array of an input
+    without a batch axis) and optional integer labels."""
 
     inputs: Mapping[str, np.ndarray]
     labels: np.ndarray | None
     source: str
+    batch_axes: Mapping[str, int | None] = field(default_factory=dict)
+    """Input -> the model's batch axis for it (absent: 0; None: no batch axis)."""
+
+    def axis(self, name: str) -> int | None:
+        return self.batch_axes.get(name, 0)
+
+    @property
+    def plain(self) -> bool:
+        """Whether every input is batched on axis 0 (its arrays are model-ready batches)."""
+        return all(self.axis(name) == 0 for name in self.inputs)
 
     def __len__(self) -> int:
-        return len(next(iter(self.inputs.values())))
+        return next(len(v) for k, v in self.inputs.items() if self.axis(k) is not None)
 
     def subset(self, index: np.ndarray | slice, source: str) -> Dataset:
         labels = self.labels[index] if self.labels is not None else None
-        return Dataset({k: v[index] for k, v in self.inputs.items()}, labels, source)
+        return Dataset({k: v if self.axis(k) is None else v[index]
+                        for k, v in self.inputs.items()}, labels, source, self.batch_axes)
 
-    def batches(self, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    def batch_counts(self, batch_size: int) -> list[int]:
+        """The number of real samples in each of :meth:`batches`."""
+        n = len(self)
+        return [min(batch_size, n - start) for start in range(0, n, batch_size)]
+
+    def batches(self, batch_size: int, *, pad: bool = False) -> Iterator[dict[str, np.ndarray]]:
+        """Model-ready feeds of ``batch_size`` samples: each on the model's batch axis (inputs
+        without one as they are). ``pad``: a short last batch repeats its last sample up to
+        ``batch_size`` (a model with a fixed batch takes no other size).
+
+        Inputs batched on axis 0 come first (the sample count of a feed is the length of its
+        first array)."""
+        order = sorted(self.inputs, key=lambda k: {0: 0, None: 2}.get(self.axis(k), 1))
         for start in range(0, len(self), batch_size):
-            yield {k: v[start:start + batch_size] for k, v in self.inputs.items()}
+            feed = {}
+            for name in order:
+                array, axis = self.inputs[name], self.axis(name)
+                if axis is not None:
+                    array = array[start:start + batch_size]
+                    if pad and len(array) < batch_size:
+                        array = np.concatenate(
+                            [array, np.repeat(array[-1:], batch_size - len(array), axis=0)])
+                    if axis != 0:
+                        array = np.ascontiguousarray(np.moveaxis(array, 0, axis))
+                feed[name] = array
+            yield feed
 
 
 def load_dataset(source: str | Path, specs: list[InputSpec], *, hint: str = "") -> Dataset:
@@ -119,8 +185,17 @@ def conform(data: Dataset, specs: list[InputSpec], *, hint: str = "") -> Dataset
 def first_sample_shapes(data: Dataset, specs: list[InputSpec]) -> dict[str, tuple[int, ...]]:
     """Full shapes (batch 1) of the first sample of every input with a symbolic dimension
     besides the batch."""
-    return {spec.name: (1, *(int(d) for d in data.inputs[spec.name].shape[1:]))
-            for spec in specs if any(d is None for d in spec.shape[1:])}
+    shapes = {}
+    for spec in specs:
+        if all(d is not None for d in spec.sample_shape):
+            continue
+        array = data.inputs[spec.name]
+        if spec.batch_axis is None:
+            shapes[spec.name] = tuple(int(d) for d in array.shape)
+        else:
+            sample = [int(d) for d in array.shape[1:]]
+            shapes[spec.name] = (*sample[:spec.batch_axis], 1, *sample[spec.batch_axis:])
+    return shapes
 
 
 def split_calibration(data: Dataset) -> tuple[Dataset, Dataset]:
@@ -157,11 +232,12 @@ def _validated(inputs: Mapping[str, np.ndarray], labels: np.ndarray | None,
     counts = set()
     for spec in specs:
         array = np.asarray(inputs[spec.name])
-        if array.ndim != len(spec.shape):
+        expected = spec.shape if spec.batch_axis is None else (None, *spec.sample_shape)
+        if array.ndim != len(expected):
             raise DataError(f"{source}: array for input '{spec.name}' has shape {array.shape}, "
-                            f"the model expects rank {len(spec.shape)} {_shape_text(spec)}")
-        for axis, (got, want) in enumerate(zip(array.shape, spec.shape, strict=True)):
-            if axis > 0 and want is not None and got != want:
+                            f"the model expects rank {len(expected)} {_shape_text(spec)}")
+        for axis, (got, want) in enumerate(zip(array.shape, expected, strict=True)):
+            if (axis > 0 or spec.batch_axis is None) and want is not None and got != want:
                 raise DataError(f"{source}: array for input '{spec.name}' has shape "
                                 f"{array.shape}, the model expects {_shape_text(spec)}"
                                 + (f" {hint}" if hint else ""))
@@ -173,7 +249,12 @@ def _validated(inputs: Mapping[str, np.ndarray], labels: np.ndarray | None,
             raise DataError(f"{source}: array for input '{spec.name}' is {array.dtype}, the "
                             f"model takes {spec.dtype}")
         checked[spec.name] = np.ascontiguousarray(array.astype(spec.dtype, copy=False))
-        counts.add(len(array))
+        if spec.batch_axis is not None:
+            counts.add(len(array))
+    if not counts:
+        names = ", ".join(spec.name for spec in specs)
+        raise DataError(f"{source}: no model input has a batch axis ({names}); give the model "
+                        "a batch dimension shared by its inputs")
     if len(counts) != 1:
         raise DataError(f"{source}: input arrays hold different sample counts {sorted(counts)}")
     n = counts.pop()
@@ -184,11 +265,19 @@ def _validated(inputs: Mapping[str, np.ndarray], labels: np.ndarray | None,
         if labels.ndim != 1 or len(labels) != n or not np.issubdtype(labels.dtype, np.integer):
             raise DataError(f"{source}: labels 'y' must be {n} integers, got shape "
                             f"{labels.shape} of {labels.dtype}")
-    return Dataset(checked, labels, source)
+    return Dataset(checked, labels, source, {spec.name: spec.batch_axis for spec in specs})
 
 
 def _shape_text(spec: InputSpec) -> str:
-    return "(" + ", ".join("N" if d is None else str(d) for d in spec.shape) + ")"
+    """The data layout an input expects: ``(N, 3, 8, 8)`` with N the samples."""
+    if spec.batch_axis is None:
+        return ("(" + ", ".join("?" if d is None else str(d) for d in spec.shape)
+                + ") once, without a sample axis (the input has no batch axis)")
+    text = "(" + ", ".join(["N", *("?" if d is None else str(d) for d in spec.sample_shape)]) + ")"
+    if spec.batch_axis != 0:
+        text += (f": samples on axis 0 of the data, each the input's shape {spec.shape} "
+                 f"without its batch axis {spec.batch_axis}")
+    return text
 
 
 def _from_function(module_name: str, function_name: str, specs: list[InputSpec],
@@ -211,8 +300,9 @@ def _from_function(module_name: str, function_name: str, specs: list[InputSpec],
             labels.append(np.asarray(batch_labels))
     if not parts[specs[0].name]:
         raise DataError(f"{source} yielded no batches")
+    unbatched = {spec.name for spec in specs if spec.batch_axis is None}
     try:
-        merged = {k: np.concatenate(v) for k, v in parts.items()}
+        merged = {k: v[0] if k in unbatched else np.concatenate(v) for k, v in parts.items()}
     except ValueError as e:
         raise DataError(f"{source}: batches of differing shapes ({str(e).splitlines()[0]}); "
                         "yield samples of one shape") from e

@@ -38,10 +38,12 @@ from smpq_onnx.engine.fakequant import build_eval_model
 from smpq_onnx.engine.metrics import Metric
 from smpq_onnx.engine.prefix_cache import BoundaryCache, SessionCache
 from smpq_onnx.engine.segments import SegmentPlan, plan_segments, segment_model
+from smpq_onnx.errors import UnsupportedModelError
 from smpq_onnx.export.emit import emit_qdq_model
 from smpq_onnx.model.importer import ImportedModel
 from smpq_onnx.model.layers import QuantizableLayer
 from smpq_onnx.model.runtime import RuntimeConfig
+from smpq_onnx.model.shapes import batch_symbol, value_dims
 from smpq_onnx.quant.calibration import Calibration
 from smpq_onnx.quant.options import FLOAT_BITS, Mixture, Option, Shares, shares_of
 from smpq_onnx.quant.policy import Policy
@@ -77,6 +79,16 @@ class Evaluator:
         self.metric = metric
         self.runtime = runtime or RuntimeConfig()
         self.batch_size = run_batch_size(model, batch_size)
+        self._pad = model.fixed_batch is not None
+        """A fixed batch takes no other size: a short last batch is padded, its extra
+        outputs dropped."""
+        graph = model.ir_model.graph
+        symbol = batch_symbol({v.name or "": value_dims(v) for v in graph.inputs})
+        output_dims = value_dims(graph.outputs[0])
+        self._output_symbol_axis = (output_dims.index(symbol)
+                                    if symbol is not None and symbol in output_dims else None)
+        self._output_axis: int | None = None
+        """The axis of the first output that holds the samples (found on the first run)."""
         self._base = ir.to_proto(model.ir_model)
         self._base_bytes = self._base.SerializeToString()
         # The base graph without the layers' weights and biases; each policy adds its own.
@@ -205,7 +217,7 @@ class Evaluator:
                 break
         feeds: list[dict[str, np.ndarray]]
         if carried is None:
-            feeds = list(self.data.batches(self.batch_size))
+            feeds = list(self.data.batches(self.batch_size, pad=self._pad))
         else:
             feeds = [{self.plan.segments[start].inputs[0]: a} for a in carried]
         chain = [(self.sessions.get((k, configs[k]), partial(self._segment_session, k, policy)),
@@ -226,7 +238,28 @@ class Evaluator:
         for k in range(start, last):
             self.boundaries.put((k, tuple(configs[:k + 1])),
                                 [outputs[k - start] for outputs in per_batch])
-        return np.concatenate([outputs[-1] for outputs in per_batch])
+        return self._samples([outputs[-1] for outputs in per_batch])
+
+    def _samples(self, parts: list[np.ndarray]) -> np.ndarray:
+        """Per-batch outputs -> one array with the samples on axis 0 (padding dropped).
+
+        An output's batch axis is the one whose size is the batch fed, preferring the axis of
+        the inputs' batch symbol, then axis 0; it is decided on the first batch."""
+        counts = self.data.batch_counts(self.batch_size)
+        fed = [self.batch_size if self._pad else n for n in counts]
+        if self._output_axis is None:
+            shape = parts[0].shape
+            matches = [axis for axis, size in enumerate(shape) if size == fed[0]]
+            if not matches:
+                name = self.model.ir_model.graph.outputs[0].name
+                raise UnsupportedModelError(
+                    f"the model's first output '{name}' has shape {shape}, with no axis of the "
+                    f"batch size {fed[0]}; smpq-onnx needs an output with one entry per sample")
+            preferred = [a for a in (self._output_symbol_axis, 0) if a in matches]
+            self._output_axis = preferred[0] if preferred else matches[0]
+        axis = self._output_axis
+        return np.concatenate([np.moveaxis(part, axis, 0)[:n]
+                               for part, n in zip(parts, counts, strict=True)])
 
     def _segment_session(self, k: int, policy: Policy) -> ort.InferenceSession:
         single = 1 if self._pool is not None else None
@@ -299,8 +332,8 @@ class Evaluator:
     def _run(self, session: ort.InferenceSession) -> np.ndarray:
         output = session.get_outputs()[0].name
         parts = [session.run([output], batch)[0]
-                 for batch in self.data.batches(self.batch_size)]
-        return np.concatenate(parts)
+                 for batch in self.data.batches(self.batch_size, pad=self._pad)]
+        return self._samples(parts)
 
 
 def run_batch_size(model: ImportedModel, requested: int) -> int:

@@ -20,7 +20,12 @@ from smpq_onnx.model.dataflow import Dataflow, build_dataflow
 from smpq_onnx.model.graph_view import build_graph_view, execution_order
 from smpq_onnx.model.layers import QuantizableLayer, count_subgraph_layers, find_layers
 from smpq_onnx.model.loading import load_onnx, supported_model
-from smpq_onnx.model.shapes import Shape, fix_input_shapes, infer_static_shapes
+from smpq_onnx.model.shapes import (
+    Shape,
+    fix_input_shapes,
+    infer_static_shapes,
+    model_batch_axes,
+)
 from smpq_onnx.passes.constant_identity import ConstantIdentityEliminationPass
 from smpq_onnx.passes.fold_batchnorm import FoldBatchNormPass
 from smpq_onnx.passes.fold_constant_transpose import FoldConstantTransposePass
@@ -81,14 +86,23 @@ class ImportedModel:
                 for value in self.ir_model.graph.inputs if (value.name or "") in self.shapes}
 
     @property
+    def batch_axes(self) -> dict[str, int | None]:
+        """Graph input -> the axis holding its samples, None for an input without a batch
+        (:func:`smpq_onnx.model.shapes.batch_axes`)."""
+        return model_batch_axes(self.ir_model)
+
+    @property
     def fixed_batch(self) -> int | None:
-        """The batch size the model's inputs fix on axis 0 (e.g. 1 for ``[1, 3, 224, 224]``),
-        or None when the batch is symbolic: such models are run that many samples at a time
-        (one input with a fixed axis 0 is enough: a larger batch would not fit it)."""
+        """The batch size the model's inputs fix on their batch axis (e.g. 1 for
+        ``[1, 3, 224, 224]``), or None when the batch is symbolic: such models are run that
+        many samples at a time (one input with a fixed batch is enough: a larger batch would
+        not fit it)."""
+        axes = self.batch_axes
         for value in self.ir_model.graph.inputs:
-            dims = tuple(value.shape or ())
-            if dims and isinstance(dims[0], int) and dims[0] > 0:
-                return dims[0]
+            axis = axes.get(value.name or "")
+            dim = tuple(value.shape or ())[axis] if axis is not None else None
+            if isinstance(dim, int) and dim > 0:
+                return dim
         return None
 
 
