@@ -115,7 +115,8 @@ def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | 
     if model.fixed_batch is not None:
         logger.info("the model's batch is fixed at %d: it runs that many samples at a time",
                     batch_size)
-    chosen_metric = resolve_metric(metric, has_labels=eval_set.labels is not None)
+    chosen_metric = resolve_metric(metric, has_labels=eval_set.labels is not None,
+                                   output_shape=output_sample_shape(model))
     logger.info("evaluating on %d samples of %s, calibrating on %d of %s, with %s",
                 len(eval_set), eval_set.source, len(calibration_set), calibration_set.source,
                 describe_provider(runtime))
@@ -244,3 +245,14 @@ def _round_feeds(calibration: Calibration, bits_per_layer: Mapping[str, Sequence
                        weight=calibration.weight_array, scales=calibration.weight_scales,
                        settings=rounding, runtime=runtime, progress=progress, n_samples=n,
                        per_channel=calibration.settings.per_channel_weights)
+
+
+def output_sample_shape(model: ImportedModel) -> tuple[int, ...] | None:
+    """The first output's shape per sample (its static shape at batch 1, or at the model's
+    fixed batch, with a leading batch axis dropped); None when unknown."""
+    outputs = model.ir_model.graph.outputs
+    shape = model.shapes.get(outputs[0].name or "") if outputs else None
+    if shape is None:
+        return None
+    batch = model.fixed_batch or 1
+    return tuple(shape[1:]) if shape and shape[0] == batch else tuple(shape)

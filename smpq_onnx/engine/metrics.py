@@ -85,11 +85,31 @@ BUILTIN_METRICS = {
 }
 
 
-def resolve_metric(name: str | None, *, has_labels: bool) -> Metric:
-    """A built-in metric, a ``module:function`` one, or the default (top1 with labels)."""
+CLASS_METRICS = ("top1", "agreement", "kl")
+"""Metrics that read the output as class scores ``[batch, classes]``."""
+
+
+def resolve_metric(name: str | None, *, has_labels: bool,
+                   output_shape: tuple[int | None, ...] | None = None) -> Metric:
+    """A built-in metric, a ``module:function`` one, or the default.
+
+    The default is top1 with labels, else agreement, for class scores (an output of shape
+    ``[batch, classes]``); for any other output (feature maps, embeddings, token states) it is
+    ``cosine``, and a class metric asked for on such an output is an error. ``output_shape``:
+    the model's first output with the batch axis removed (None: not known, class scores
+    assumed).
+    """
+    scores = output_shape is None or (len(output_shape) == 1 and (output_shape[0] or 2) >= 2)
     if name is None:
+        if not scores:
+            return BUILTIN_METRICS["cosine"]
         return BUILTIN_METRICS["top1" if has_labels else "agreement"]
     if name in BUILTIN_METRICS:
+        if name in CLASS_METRICS and not scores:
+            shape = "x".join("?" if d is None else str(d) for d in output_shape or ())
+            raise DataError(f"metric {name!r} compares class scores, but the model's output "
+                            f"has per-sample shape [{shape}]: use --metric cosine or sqnr "
+                            "(or a module:function metric)")
         return BUILTIN_METRICS[name]
     if ":" in name:
         return Metric(name, load_function(name, kind="metric"))
