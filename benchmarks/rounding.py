@@ -43,7 +43,12 @@ from smpq_onnx.model.importer import import_model
 from smpq_onnx.model.runtime import RuntimeConfig
 from smpq_onnx.quant.calibration import Calibration, CalibrationSettings, collect_histograms
 from smpq_onnx.quant.options import Option
-from smpq_onnx.quant.weight_rounding import RoundingSettings, cached_rounding
+from smpq_onnx.quant.weight_rounding import (
+    MOMENTS_BATCH,
+    RoundedTable,
+    RoundingSettings,
+    cached_rounding,
+)
 from smpq_onnx.strategy.space import SearchSpace
 
 POLICIES = ("W8A8", "W6A8", "W5A8", "W4A8", "W3A8", "W4A4", "W3A4", "W2A8")
@@ -72,12 +77,26 @@ def _stage(model_path: str, calib_path: str, label: str, samples: int, cache: st
     settings = parse_settings(label, samples)
     before = _memory_mib("VmRSS")
     start = time.perf_counter()
-    table, cached = cached_rounding(model, bits, inputs, weight=calibration.weight_array,
-                                    scales=calibration.weight_scales, settings=settings,
-                                    calibration_settings="benchmark", runtime=RuntimeConfig())
+    table, cached = benchmark_rounding(model, calibration, bits, inputs, settings,
+                                       RuntimeConfig())
     queue.put({"seconds": time.perf_counter() - start, "cached": cached,
-               "entries": len(table), "samples": len(next(iter(inputs.values()))),
+               "entries": len(table), "samples": min(samples, len(next(iter(inputs.values())))),
                "rss_before_mib": before, "peak_rss_mib": _memory_mib("VmHWM")})
+
+
+def benchmark_rounding(model: Any, calibration: Calibration, bits: dict[str, list[int]],
+                       inputs: dict[str, np.ndarray], settings: RoundingSettings,
+                       runtime: RuntimeConfig) -> tuple[RoundedTable, bool]:
+    """The stage on the first ``settings.samples`` samples (inputs batched on axis 0), keyed
+    alike in the child that times it and the parent that reads its table."""
+    n = min(settings.samples, len(next(iter(inputs.values()))))
+    used = {name: array[:n] for name, array in inputs.items()}
+    return cached_rounding(
+        model, bits, [used[k] for k in sorted(used)],
+        lambda: ({k: v[i:i + MOMENTS_BATCH] for k, v in used.items()}
+                 for i in range(0, n, MOMENTS_BATCH)),
+        n, weight=calibration.weight_array, scales=calibration.weight_scales,
+        settings=settings, calibration_settings="benchmark", runtime=runtime)
 
 
 def _memory_mib(field: str) -> float:
@@ -211,10 +230,8 @@ def main(argv: list[str] | None = None) -> None:
                     bits = {n: sorted({o.w_bits for o in opts})
                             for n, opts in space.options.items()}
                     os.environ["SMPQ_CACHE_DIR"] = tmp
-                    table, cached = cached_rounding(
-                        data.model, bits, data.calib.inputs, weight=calibration.weight_array,
-                        scales=calibration.weight_scales, settings=settings,
-                        calibration_settings="benchmark", runtime=runtime)
+                    table, cached = benchmark_rounding(data.model, calibration, bits,
+                                                       data.calib.inputs, settings, runtime)
                     assert cached, "the parent must read the child's table"
                     calibration.use_rounded_weights(table)
                 scores: dict[str, dict[str, float]] = {}

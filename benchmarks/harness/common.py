@@ -43,7 +43,7 @@ def make_evaluator(model: ImportedModel, calib: Dataset, evaluation: Dataset, me
                               runtime=runtime)
     calibration = Calibration(model, hist, CalibrationSettings(weight_rounding=rounding.label))
     round_calibration(calibration, SearchSpace.build(model, load_profile("flexible")),
-                      calib.inputs, rounding=rounding, runtime=runtime)
+                      calib, rounding=rounding, runtime=runtime)
     evaluator = Evaluator(model, calibration, evaluation, metric, runtime=runtime)
     return evaluator, time.perf_counter() - start
 

@@ -223,7 +223,7 @@ def make_arena(data: ModelData, profile_name: str, histograms: dict[str, Streami
         per_channel_weights=profile.weight_quantization.granularity == "per_channel",
         weight_rounding=rounding.label)
     calibration = Calibration(model, histograms, settings)
-    round_calibration(calibration, SearchSpace.build(model, profile), data.calib.inputs,
+    round_calibration(calibration, SearchSpace.build(model, profile), data.calib,
                       rounding=rounding, runtime=runtime)
     search = Evaluator(model, calibration, data.search, data.metric, runtime=runtime)
     heldout = Evaluator(model, calibration, data.heldout, data.metric, runtime=runtime)

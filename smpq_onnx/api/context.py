@@ -13,8 +13,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from smpq_onnx.engine.dataset import (
     Dataset,
     InputSpec,
@@ -41,10 +39,8 @@ from smpq_onnx.quant.calibration import (
 )
 from smpq_onnx.quant.weight_rounding import (
     MOMENTS_BATCH,
-    RoundedTable,
     RoundingSettings,
     cached_rounding,
-    round_model,
 )
 from smpq_onnx.strategy.space import SearchSpace
 
@@ -193,45 +189,19 @@ def _shapes_text(shapes: Mapping[str, Sequence[int]]) -> str:
     return " ".join(f"{name}={'x'.join(str(d) for d in dims)}" for name, dims in shapes.items())
 
 
-def round_calibration(calibration: Calibration, space: SearchSpace,
-                      inputs: Mapping[str, np.ndarray] | Dataset, *, rounding: RoundingSettings,
-                      runtime: RuntimeConfig, progress: Progress | None = None
-                      ) -> tuple[bool, float]:
+def round_calibration(calibration: Calibration, space: SearchSpace, data: Dataset, *,
+                      rounding: RoundingSettings, runtime: RuntimeConfig,
+                      progress: Progress | None = None) -> tuple[bool, float]:
     """Run (or read from the disk cache) the rounding stage for every weight bit-width of
-    ``space`` and install its table in ``calibration``.
+    ``space`` on at most ``rounding.samples`` samples of the calibration set ``data``, and
+    install its table in ``calibration``.
 
-    ``inputs``: the calibration set (or its arrays, samples on axis 0 of every input). Returns
-    (whether the table came from the cache, seconds spent computing it).
+    The samples go through in whole model-ready batches (a fixed batch: that batch, else
+    ``MOMENTS_BATCH``). Returns (whether the table came from the cache, seconds computing it).
     """
     if rounding.is_identity:
         return True, 0.0
     started = time.perf_counter()
-    bits_per_layer = {name: sorted({o.w_bits for o in options})
-                      for name, options in space.options.items()}
-    if isinstance(inputs, Dataset) and not inputs.plain:
-        # The disk cache (cached_rounding) slices arrays on axis 0 itself: inputs batched
-        # elsewhere or not at all take the model-ready batches of the data set, uncached.
-        table = _round_feeds(calibration, bits_per_layer, inputs, rounding=rounding,
-                             runtime=runtime, progress=progress)
-        calibration.use_rounded_weights(table)
-        return False, time.perf_counter() - started
-    if isinstance(inputs, Dataset):
-        inputs = inputs.inputs
-    table, cached = cached_rounding(
-        calibration.model, bits_per_layer, inputs, weight=calibration.weight_array,
-        scales=calibration.weight_scales, settings=rounding,
-        calibration_settings=repr(calibration.settings), runtime=runtime, progress=progress,
-        per_channel=calibration.settings.per_channel_weights,
-        batch_size=calibration.model.fixed_batch or MOMENTS_BATCH)
-    calibration.use_rounded_weights(table)
-    return cached, 0.0 if cached else time.perf_counter() - started
-
-
-def _round_feeds(calibration: Calibration, bits_per_layer: Mapping[str, Sequence[int]],
-                 data: Dataset, *, rounding: RoundingSettings, runtime: RuntimeConfig,
-                 progress: Progress | None) -> RoundedTable:
-    """The rounding table from at most ``rounding.samples`` samples of ``data`` in whole
-    model-ready batches (a fixed batch: that batch, else the moments batch)."""
     model = calibration.model
     batch = model.fixed_batch or MOMENTS_BATCH
     n = min(rounding.samples, len(data))
@@ -239,12 +209,19 @@ def _round_feeds(calibration: Calibration, bits_per_layer: Mapping[str, Sequence
         n -= n % batch
     if n == 0:
         raise DataError(f"the model's batch is fixed at {batch}: give at least {batch} "
-                        "calibration samples")
+                        "calibration samples" if model.fixed_batch is not None else
+                        "the calibration data holds no samples; give a non-empty --calib-data")
     used = data.subset(slice(0, n), data.source)
-    return round_model(model, bits_per_layer, used.batches(batch),
-                       weight=calibration.weight_array, scales=calibration.weight_scales,
-                       settings=rounding, runtime=runtime, progress=progress, n_samples=n,
-                       per_channel=calibration.settings.per_channel_weights)
+    bits_per_layer = {name: sorted({o.w_bits for o in options})
+                      for name, options in space.options.items()}
+    table, cached = cached_rounding(
+        model, bits_per_layer, [used.inputs[name] for name in sorted(used.inputs)],
+        lambda: used.batches(batch), n, weight=calibration.weight_array,
+        scales=calibration.weight_scales, settings=rounding,
+        calibration_settings=repr(calibration.settings), runtime=runtime, progress=progress,
+        per_channel=calibration.settings.per_channel_weights)
+    calibration.use_rounded_weights(table)
+    return cached, 0.0 if cached else time.perf_counter() - started
 
 
 def output_sample_shape(model: ImportedModel) -> tuple[int, ...] | None:

@@ -33,7 +33,6 @@ from typing import Literal
 import numpy as np
 import onnx_ir as ir
 
-from smpq_onnx.errors import DataError
 from smpq_onnx.model.importer import ImportedModel
 from smpq_onnx.model.layers import QuantizableLayer
 from smpq_onnx.model.runtime import RuntimeConfig
@@ -196,11 +195,13 @@ def round_model(model: ImportedModel, bits_per_layer: Mapping[str, Sequence[int]
     jobs = [(layer, b) for layer in layers if layer.name in layouts
             for b in sorted(set(bits_per_layer[layer.name])) if b <= MAX_ROUNDED_BITS]
     table: RoundedTable = {}
-    for done, (layer, bits) in enumerate(jobs, 1):
+    current, hessian = "", np.empty(0)
+    for done, (layer, bits) in enumerate(jobs, 1):  # layer by layer: one H per layer
         layout, stats = layouts[layer.name], moments[layer.name]
         w = layout.canonical(weight(layer))
         s = np.asarray(scales(layer, bits), dtype=np.float32).reshape(w.shape[:2])
-        hessian = stats.hessian()
+        if layer.name != current:
+            current, hessian = layer.name, stats.hessian()
         s, codes = _best_rounding(w, s, bits, hessian, settings, per_channel=per_channel)
         shift = None
         if settings.bias_correction and layer.bias is not None and layout.bias_gain != 0:
@@ -240,31 +241,22 @@ def _best_rounding(w: np.ndarray, s: np.ndarray, bits: int, hessian: np.ndarray,
 
 
 def cached_rounding(model: ImportedModel, bits_per_layer: Mapping[str, Sequence[int]],
-                    calibration_inputs: Mapping[str, np.ndarray], *,
-                    weight: Callable[[QuantizableLayer], np.ndarray],
+                    calibration_arrays: Sequence[np.ndarray],
+                    batches: Callable[[], Iterable[Mapping[str, np.ndarray]]], n_samples: int,
+                    *, weight: Callable[[QuantizableLayer], np.ndarray],
                     scales: Callable[[QuantizableLayer, int], np.ndarray],
                     settings: RoundingSettings, calibration_settings: str,
                     runtime: RuntimeConfig, cache_dir: Path | None = None,
                     progress: Callable[[str, int, int], None] | None = None,
-                    per_channel: bool = True, batch_size: int = MOMENTS_BATCH
-                    ) -> tuple[RoundedTable, bool]:
+                    per_channel: bool = True) -> tuple[RoundedTable, bool]:
     """The rounding table, from the disk cache when the same inputs made it before.
 
-    Returns (table, whether it came from the cache). ``calibration_inputs``: the calibration
-    set's arrays by model input name; at most ``settings.samples`` samples are used, in FP32
-    passes of ``batch_size`` (a model with a fixed batch: that batch, and whole batches only).
+    Returns (table, whether it came from the cache). ``calibration_arrays``: the calibration
+    samples used (they key the cache); ``batches()``: the same ``n_samples`` samples as
+    model-ready feeds, called only when the table must be computed.
     """
-    n = min(settings.samples, len(next(iter(calibration_inputs.values()))))
-    fixed_batch = batch_size != MOMENTS_BATCH
-    if fixed_batch:
-        n -= n % batch_size
-    if n == 0:
-        raise DataError(f"the model's batch is fixed at {batch_size}: give at least "
-                        f"{batch_size} calibration samples" if fixed_batch else
-                        "the calibration data holds no samples; give a non-empty --calib-data")
-    used = {name: array[:n] for name, array in calibration_inputs.items()}
-    key = rounding_key(model, [used[k] for k in sorted(used)], bits_per_layer,
-                       settings=settings, calibration_settings=calibration_settings)
+    key = rounding_key(model, calibration_arrays, bits_per_layer, settings=settings,
+                       calibration_settings=calibration_settings)
     path = (cache_dir or default_cache_dir()) / f"rounding-{key}.npz"
     if path.exists():
         try:
@@ -274,11 +266,9 @@ def cached_rounding(model: ImportedModel, bits_per_layer: Mapping[str, Sequence[
             return table, True
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
             logger.warning("ignoring unreadable rounding cache %s (%s); recomputing", path, e)
-    batches = ({name: array[i:i + batch_size] for name, array in used.items()}
-               for i in range(0, n, batch_size))
-    table = round_model(model, bits_per_layer, batches, weight=weight, scales=scales,
-                        settings=settings, runtime=runtime, progress=progress, n_samples=n,
-                        per_channel=per_channel)
+    table = round_model(model, bits_per_layer, batches(), weight=weight, scales=scales,
+                        settings=settings, runtime=runtime, progress=progress,
+                        n_samples=n_samples, per_channel=per_channel)
     try:
         save_table(table, path)
     except OSError as e:  # a read-only home: the run still works, only slower next time
