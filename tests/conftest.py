@@ -146,3 +146,108 @@ def dynamic_cnn(*, batch: str | int = "N", height: str | int = "H", width: str |
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, height, width])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 5])],
         inits)
+
+
+def tiny_encoder(*, layers: int = 2, hidden: int = 16, heads: int = 2, ffn: int = 32,
+                 vocab: int = 40, seed: int = 0) -> onnx.ModelProto:
+    """A BERT-style encoder: input_ids, attention_mask [batch, seq] (both symbolic) -> token
+    states [batch, seq, hidden]. Embedding Gather + LayerNorm; per layer, Q/K/V/output
+    projections (MatMul + Add), attention MatMuls between activations with the mask as an
+    additive bias, Softmax, residual LayerNorms and an erf-GELU FFN. Hidden channel 3 of the
+    embeddings carries outliers (x40) on token id 1, as trained transformers do."""
+    rng = np.random.default_rng(seed)
+    head = hidden // heads
+    table = rng.normal(size=(vocab, hidden)).astype(np.float32)
+    table[1, 3] *= 40.0
+    inits: dict[str, np.ndarray] = {
+        "emb": table, "ln_g": np.ones(hidden, np.float32), "ln_b": np.zeros(hidden, np.float32),
+        "heads_shape": np.array([0, 0, heads, head], np.int64),
+        "merge_shape": np.array([0, 0, hidden], np.int64),
+        "scale": np.array(1.0 / np.sqrt(head), np.float32),
+        "one": np.array(1.0, np.float32), "neg": np.array(-1e4, np.float32),
+        "half": np.array(0.5, np.float32), "sqrt2": np.array(np.sqrt(2.0), np.float32),
+    }
+
+    def dense(name: str, x: str, d_in: int, d_out: int, nodes: list[onnx.NodeProto]) -> str:
+        inits[f"{name}.w"] = (rng.normal(size=(d_in, d_out)) / np.sqrt(d_in)).astype(np.float32)
+        inits[f"{name}.b"] = (rng.normal(size=(d_out,)) * 0.1).astype(np.float32)
+        nodes += [helper.make_node("MatMul", [x, f"{name}.w"], [f"{name}.mm"], name=f"{name}"),
+                  helper.make_node("Add", [f"{name}.mm", f"{name}.b"], [f"{name}.out"],
+                                   name=f"{name}.add")]
+        return f"{name}.out"
+
+    def norm(name: str, x: str, nodes: list[onnx.NodeProto]) -> str:
+        nodes.append(helper.make_node("LayerNormalization", [x, "ln_g", "ln_b"], [name],
+                                      name=name, axis=-1, epsilon=1e-5))
+        return name
+
+    nodes = [
+        helper.make_node("Gather", ["emb", "input_ids"], ["embedded"], name="embedding"),
+        helper.make_node("Cast", ["attention_mask"], ["mask_f"], name="mask_cast", to=1),
+        helper.make_node("Sub", ["one", "mask_f"], ["mask_inv"], name="mask_inv"),
+        helper.make_node("Mul", ["mask_inv", "neg"], ["mask_bias2"], name="mask_bias"),
+        helper.make_node("Unsqueeze", ["mask_bias2", "mask_axes"], ["mask_bias4"],
+                         name="mask_unsqueeze"),
+    ]
+    inits["mask_axes"] = np.array([1, 2], np.int64)
+    h = norm("emb_ln", "embedded", nodes)
+    for i in range(layers):
+        p = f"layer{i}"
+        q, k, v = (dense(f"{p}.{n}", h, hidden, hidden, nodes) for n in ("query", "key", "value"))
+        nodes += [
+            helper.make_node("Reshape", [q, "heads_shape"], [f"{p}.q4"], name=f"{p}.q_split"),
+            helper.make_node("Transpose", [f"{p}.q4"], [f"{p}.qh"], name=f"{p}.q_t",
+                             perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", [k, "heads_shape"], [f"{p}.k4"], name=f"{p}.k_split"),
+            helper.make_node("Transpose", [f"{p}.k4"], [f"{p}.kh"], name=f"{p}.k_t",
+                             perm=[0, 2, 3, 1]),
+            helper.make_node("Reshape", [v, "heads_shape"], [f"{p}.v4"], name=f"{p}.v_split"),
+            helper.make_node("Transpose", [f"{p}.v4"], [f"{p}.vh"], name=f"{p}.v_t",
+                             perm=[0, 2, 1, 3]),
+            helper.make_node("MatMul", [f"{p}.qh", f"{p}.kh"], [f"{p}.scores"],
+                             name=f"{p}.attention_scores"),
+            helper.make_node("Mul", [f"{p}.scores", "scale"], [f"{p}.scaled"], name=f"{p}.scale"),
+            helper.make_node("Add", [f"{p}.scaled", "mask_bias4"], [f"{p}.masked"],
+                             name=f"{p}.mask"),
+            helper.make_node("Softmax", [f"{p}.masked"], [f"{p}.probs"], name=f"{p}.softmax",
+                             axis=-1),
+            helper.make_node("MatMul", [f"{p}.probs", f"{p}.vh"], [f"{p}.ctx4"],
+                             name=f"{p}.attention_context"),
+            helper.make_node("Transpose", [f"{p}.ctx4"], [f"{p}.ctx_t"], name=f"{p}.ctx_t",
+                             perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", [f"{p}.ctx_t", "merge_shape"], [f"{p}.ctx"],
+                             name=f"{p}.ctx_merge"),
+        ]
+        attended = dense(f"{p}.attention_output", f"{p}.ctx", hidden, hidden, nodes)
+        nodes.append(helper.make_node("Add", [h, attended], [f"{p}.res1"], name=f"{p}.res1"))
+        h = norm(f"{p}.ln1", f"{p}.res1", nodes)
+        up = dense(f"{p}.intermediate", h, hidden, ffn, nodes)
+        nodes += [
+            helper.make_node("Div", [up, "sqrt2"], [f"{p}.gx"], name=f"{p}.gelu_div"),
+            helper.make_node("Erf", [f"{p}.gx"], [f"{p}.ge"], name=f"{p}.gelu_erf"),
+            helper.make_node("Add", [f"{p}.ge", "one"], [f"{p}.g1"], name=f"{p}.gelu_add"),
+            helper.make_node("Mul", [up, f"{p}.g1"], [f"{p}.g2"], name=f"{p}.gelu_mul"),
+            helper.make_node("Mul", [f"{p}.g2", "half"], [f"{p}.gelu"], name=f"{p}.gelu_half"),
+        ]
+        down = dense(f"{p}.output", f"{p}.gelu", ffn, hidden, nodes)
+        nodes.append(helper.make_node("Add", [h, down], [f"{p}.res2"], name=f"{p}.res2"))
+        h = norm(f"{p}.ln2", f"{p}.res2", nodes)
+    nodes.append(helper.make_node("Identity", [h], ["token_states"], name="out"))
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("token_states", TensorProto.FLOAT,
+                                       ["batch", "seq", hidden])],
+        inits, opset=17)
+
+
+def encoder_data(n: int, *, seq: int = 12, vocab: int = 40, seed: int = 0
+                 ) -> dict[str, np.ndarray]:
+    """Token ids (1 first, as a [CLS]) and masks of varied lengths, padding with id 0."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(2, vocab, size=(n, seq)).astype(np.int64)
+    ids[:, 0] = 1
+    lengths = rng.integers(seq // 3, seq + 1, size=n)
+    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
+    return {"input_ids": np.where(mask == 1, ids, 0), "attention_mask": mask}

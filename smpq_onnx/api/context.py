@@ -7,12 +7,14 @@ calibration (one pass) -> weight rounding (cached on disk) -> evaluator. Shared 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from smpq_onnx.engine.activation_ranges import CHOICE_BITS, choose_high_bits_method
 from smpq_onnx.engine.dataset import (
     Dataset,
     InputSpec,
@@ -20,6 +22,7 @@ from smpq_onnx.engine.dataset import (
     describe_inputs,
     first_sample_shapes,
     load_dataset,
+    rounded_to_float16,
     split_calibration,
 )
 from smpq_onnx.engine.evaluator import DEFAULT_BATCH_SIZE, Evaluator, run_batch_size
@@ -37,6 +40,7 @@ from smpq_onnx.quant.calibration import (
     RangeMethod,
     collect_histograms,
 )
+from smpq_onnx.quant.options import FLOAT_BITS
 from smpq_onnx.quant.weight_rounding import (
     MOMENTS_BATCH,
     RoundingSettings,
@@ -130,6 +134,13 @@ def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | 
         symmetric_activations=profile.activation_quantization.symmetric,
         per_channel_weights=profile.weight_quantization.granularity == "per_channel",
         weight_rounding=rounding.label)
+    high_bits = [name for name, options in space.options.items()
+                 if any(FLOAT_BITS > o.a_bits >= CHOICE_BITS for o in options)]
+    if activation_range == "auto" and high_bits:
+        method, _ = choose_high_bits_method(model, histograms, settings, calibration_set,
+                                            layers=high_bits, runtime=runtime,
+                                            batch_size=batch_size)
+        settings = dataclasses.replace(settings, high_bits_method=method)
     calibration = Calibration(model, histograms, settings)
     cached, rounding_s = round_calibration(calibration, space, calibration_set,
                                            rounding=rounding, runtime=runtime,
@@ -179,8 +190,11 @@ def import_with_data(model_path: str | Path, *, data: str | Path | None,
         if source is None:
             return None
         if first is not None and source is sources[0]:
-            return conform(first, specs, hint=hint)
-        return load_dataset(source, specs, hint=hint)
+            data = conform(first, specs, hint=hint)
+        else:
+            data = load_dataset(source, specs, hint=hint)
+        # A float16 model's inputs see float16 values, whatever precision the data has.
+        return rounded_to_float16(data, model.float16.inputs)
 
     return model, loaded(data), loaded(calib_data)
 
@@ -218,7 +232,7 @@ def round_calibration(calibration: Calibration, space: SearchSpace, data: Datase
         model, bits_per_layer, [used.inputs[name] for name in sorted(used.inputs)],
         lambda: used.batches(batch), n, weight=calibration.weight_array,
         scales=calibration.weight_scales, settings=rounding,
-        calibration_settings=repr(calibration.settings), runtime=runtime, progress=progress,
+        calibration_settings=calibration.settings.weight_key, runtime=runtime, progress=progress,
         per_channel=calibration.settings.per_channel_weights)
     calibration.use_rounded_weights(table)
     return cached, 0.0 if cached else time.perf_counter() - started

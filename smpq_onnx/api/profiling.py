@@ -38,12 +38,14 @@ def profile(model: str | Path | None = None, *, hw: str = DEFAULT_PROFILE_HW,
                             fallback=device.default_option)
     return profile_result(imported.source, device.name, space, CostModel(imported, device),
                           chosen, Budget.from_profile(device, imported),
-                          input_shapes=imported.input_shapes)
+                          input_shapes=imported.input_shapes,
+                          float_subgraph_layers=imported.float_subgraph_layers)
 
 
 def profile_result(source: str, device: str, space: SearchSpace, costs: CostModel,
                    policy: Policy, budget: Budget, *,
-                   input_shapes: Mapping[str, Sequence[int]] | None = None) -> ProfileResult:
+                   input_shapes: Mapping[str, Sequence[int]] | None = None,
+                   float_subgraph_layers: Sequence[str] = ()) -> ProfileResult:
     total = costs.cost(policy)
     checks = budget.check(total)
     layers: list[dict[str, Any]] = []
@@ -65,4 +67,5 @@ def profile_result(source: str, device: str, space: SearchSpace, costs: CostMode
                 for c in checks],
         layers=layers, fits=all(c.fits for c in checks),
         input_shapes={name: [int(d) for d in dims]
-                      for name, dims in (input_shapes or {}).items()})
+                      for name, dims in (input_shapes or {}).items()},
+        float_subgraph_layers=list(float_subgraph_layers))

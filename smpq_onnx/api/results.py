@@ -27,11 +27,14 @@ class ProfileResult:
     fits: bool
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     """Graph input -> the shape (batch 1) the costs are for."""
+    float_subgraph_layers: list[str] = field(default_factory=list)
+    """Layer-type nodes inside If/Loop/Scan bodies: carried through in float, not costed."""
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"model": self.model, "profile": self.profile,
                 "input_shapes": self.input_shapes, "totals": self.totals,
-                "limits": self.limits, "layers": self.layers, "fits": self.fits}
+                "limits": self.limits, "layers": self.layers, "fits": self.fits,
+                "float_subgraph_layers": self.float_subgraph_layers}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,6 +196,16 @@ def first_sample_shapes(data: Dataset, specs: list[InputSpec]) -> dict[str, tupl
             sample = [int(d) for d in array.shape[1:]]
             shapes[spec.name] = (*sample[:spec.batch_axis], 1, *sample[spec.batch_axis:])
     return shapes
+
+
+def rounded_to_float16(data: Dataset, names: Iterable[str]) -> Dataset:
+    """``data`` with the inputs ``names`` rounded to float16 (kept as float32)."""
+    names = [name for name in names if name in data.inputs]
+    if not names:
+        return data
+    inputs = {k: v.astype(np.float16).astype(np.float32) if k in names else v
+              for k, v in data.inputs.items()}
+    return Dataset(inputs, data.labels, data.source, data.batch_axes)
 
 
 def split_calibration(data: Dataset) -> tuple[Dataset, Dataset]:

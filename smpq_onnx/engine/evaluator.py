@@ -20,6 +20,7 @@ emitted file's.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,7 +36,7 @@ from onnx import numpy_helper
 from smpq_onnx.engine.dataset import Dataset
 from smpq_onnx.engine.evalstore import DEPLOYED, EvaluationStore
 from smpq_onnx.engine.fakequant import build_eval_model
-from smpq_onnx.engine.metrics import Metric
+from smpq_onnx.engine.metrics import TOKEN_METRICS, Metric, find_token_mask, kept_rows
 from smpq_onnx.engine.prefix_cache import BoundaryCache, SessionCache
 from smpq_onnx.engine.segments import SegmentPlan, plan_segments, segment_model
 from smpq_onnx.errors import UnsupportedModelError
@@ -47,6 +48,8 @@ from smpq_onnx.model.shapes import batch_symbol, value_dims
 from smpq_onnx.quant.calibration import Calibration
 from smpq_onnx.quant.options import FLOAT_BITS, Mixture, Option, Shares, shares_of
 from smpq_onnx.quant.policy import Policy
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 64  # measured: smaller batches keep the fake-quant passes in cache
 DEFAULT_PREFIX_CACHE_BYTES = 512 << 20
@@ -131,7 +134,8 @@ class Evaluator:
         self.n_resumed = 0
         self.store: EvaluationStore | None = None
         self.reference = self._run(self.runtime.session(self._base_bytes))
-        self.fp32_score = metric(self.reference, self.reference, data.labels)
+        self.token_mask = self._find_token_mask()
+        self.fp32_score = self.score_outputs(self.reference)
 
     def evaluate(self, policy: Policy) -> EvalResult:
         """The metric of ``policy`` on the evaluation set (memoized)."""
@@ -184,7 +188,20 @@ class Evaluator:
         return self._run(self.runtime.session(model))
 
     def score_outputs(self, outputs: np.ndarray) -> float:
+        if self.token_mask is not None:
+            mask = self.token_mask[1]
+            return self.metric(kept_rows(outputs, mask), kept_rows(self.reference, mask), None)
         return self.metric(outputs, self.reference, self.data.labels)
+
+    def _find_token_mask(self) -> tuple[str, np.ndarray] | None:
+        if self.metric.name not in TOKEN_METRICS:
+            return None
+        batched = [name for name in self.data.inputs if self.data.axis(name) is not None]
+        found = find_token_mask(self.data.inputs, batched, self.reference.shape[1:])
+        if found is not None:
+            logger.info("%s over the %d token positions that input '%s' keeps (of %d)",
+                        self.metric.name, int(found[1].sum()), found[0], found[1].size)
+        return found
 
     @property
     def history(self) -> dict[Policy, EvalResult]:
@@ -330,9 +347,16 @@ class Evaluator:
         return self.runtime.session(self.eval_model(policy))
 
     def _run(self, session: ort.InferenceSession) -> np.ndarray:
+        """The first output over the data; float16 inputs (an emitted float16 model's) are fed
+        float16, and outputs read as float32."""
         output = session.get_outputs()[0].name
-        parts = [session.run([output], batch)[0]
-                 for batch in self.data.batches(self.batch_size, pad=self._pad)]
+        halves = {i.name for i in session.get_inputs() if i.type == "tensor(float16)"}
+        parts = []
+        for batch in self.data.batches(self.batch_size, pad=self._pad):
+            if halves:
+                batch = {k: v.astype(np.float16) if k in halves else v for k, v in batch.items()}
+            out = session.run([output], batch)[0]
+            parts.append(out.astype(np.float32) if out.dtype == np.float16 else out)
         return self._samples(parts)
 
 

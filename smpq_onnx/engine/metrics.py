@@ -5,11 +5,15 @@ Each metric maps (outputs, fp32 outputs, labels) to one float, larger is better:
 KL(FP32 || quantized) of the softmax outputs), ``sqnr`` (dB, at most 120), ``cosine`` (mean
 per sample);
 ``module:function`` loads a user metric with the same signature.
+
+When the inputs hold an attention mask that lines up with the output (token states
+``[batch, seq, hidden]`` and a mask ``[batch, seq]``), ``cosine`` and ``sqnr`` score token
+positions the mask keeps, one row per token (:func:`find_token_mask`): padding is ignored.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +91,39 @@ BUILTIN_METRICS = {
 
 CLASS_METRICS = ("top1", "agreement", "kl")
 """Metrics that read the output as class scores ``[batch, classes]``."""
+TOKEN_METRICS = ("cosine", "sqnr")
+"""Fidelity metrics that score kept token positions only, when the inputs hold a mask."""
+MASK_HINTS = ("mask",)
+
+
+def find_token_mask(inputs: Mapping[str, np.ndarray], batched: Iterable[str],
+                    output_sample_shape: tuple[int, ...]) -> tuple[str, np.ndarray] | None:
+    """The attention mask among ``inputs`` (samples on axis 0), if one lines up with the output.
+
+    A mask is a batched integer or boolean input named like ``attention_mask``, holding only 0
+    and 1, whose per-sample shape is a prefix of the output's per-sample shape shorter than it
+    (``[seq]`` against ``[seq, hidden]``). Returns (its name, a boolean array ``[n, *prefix]``).
+    """
+    for name in sorted(batched):
+        array = inputs[name]
+        if not any(hint in name.lower() for hint in MASK_HINTS):
+            continue
+        if not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+            continue
+        prefix = array.shape[1:]
+        if (len(prefix) >= len(output_sample_shape) or len(prefix) == 0
+                or tuple(output_sample_shape[:len(prefix)]) != prefix):
+            continue
+        if not np.isin(array, (0, 1)).all() or not array.any():
+            continue
+        return name, array.astype(bool)
+    return None
+
+
+def kept_rows(outputs: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``outputs`` ``[n, *prefix, *rest]`` -> one row per kept position ``[kept, prod(rest)]``."""
+    rows = outputs.reshape(mask.size, -1)
+    return rows[mask.reshape(-1)]
 
 
 def resolve_metric(name: str | None, *, has_labels: bool,

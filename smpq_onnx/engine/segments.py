@@ -167,10 +167,22 @@ def _float_elem_types(model: onnx.ModelProto) -> dict[str, int]:
     return types
 
 
+def names_read(node: onnx.NodeProto) -> set[str]:
+    """The tensors ``node`` reads: its inputs and, through If/Loop/Scan bodies, the outer
+    tensors those bodies use (any name their nodes read; a superset is harmless)."""
+    names = {name for name in node.input if name}
+    for attr in node.attribute:
+        for graph in (attr.g, *attr.graphs) if attr.type in (
+                onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) else ():
+            for inner in graph.node:
+                names |= names_read(inner)
+    return names
+
+
 def segment_model(plan: SegmentPlan, segment: Segment, base: onnx.ModelProto,
                   initializers: Sequence[onnx.TensorProto]) -> onnx.ModelProto:
     """A standalone model of ``segment`` with the given initializers (those it reads)."""
-    read = {name for node in segment.nodes for name in node.input}
+    read = {name for node in segment.nodes for name in names_read(node)}
     graph_inputs = [i for i in base.graph.input if i.name in segment.inputs]
     if segment.index > 0:
         graph_inputs = [helper.make_tensor_value_info(segment.inputs[0],

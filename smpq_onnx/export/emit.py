@@ -20,6 +20,7 @@ from onnx import helper, version_converter
 from smpq_onnx.errors import UnsupportedModelError
 from smpq_onnx.model.importer import ImportedModel
 from smpq_onnx.model.loading import default_opset
+from smpq_onnx.model.precision import restore_float16_interface
 from smpq_onnx.passes.qdq import QdqEmissionPass
 from smpq_onnx.quant.calibration import Calibration
 from smpq_onnx.quant.options import FLOAT_BITS
@@ -58,6 +59,8 @@ def emit_qdq_model(model: ImportedModel, policy: Policy, calibration: Calibratio
         per_channel_weights=calibration.settings.per_channel_weights,
     )(emitted)
     out = ir.to_proto(emitted)
+    if model.float16.inputs or model.float16.outputs:
+        restore_float16_interface(out, model.float16)
     minimum_ir = helper.find_min_ir_version_for(list(out.opset_import), ignore_unknown=True)
     out.ir_version = min(max(out.ir_version, minimum_ir), MAX_IR_VERSION)
     onnx.checker.check_model(out)

@@ -4,8 +4,9 @@ For a policy (layer -> option):
 - BOPs = sum over layers of MACs * w_bits * a_bits (a_bits: the layer's INPUT activation).
 - Weight bytes (flash) = per distinct weight tensor ceil(numel * w_bits / 8) + one scale per
   output channel (per-channel) or per tensor, plus a zero point per scale when weights are
-  asymmetric; biases as int32 (4 bytes each); float layers at 4 bytes per parameter; plus every
-  other constant of the model at its own dtype size.
+  asymmetric; biases as int32 (4 bytes each); float layers at 4 bytes per parameter (2 in a
+  float16 model); plus every other constant of the model at its own dtype size (float16 ones
+  of a float16 model at 2 bytes, though analysed in float32).
 - Peak activation bytes (SRAM): see :mod:`smpq_onnx.hardware.liveness`.
 - Latency = sum of MACs / (MACs per cycle of the option * clock), when the profile has a
   throughput table covering every option used; otherwise None.
@@ -54,7 +55,8 @@ class CostModel:
         self.liveness: LivenessTable = build_liveness(model.flow, model.schedule, model.shapes,
                                                       model.layers)
         layer_constants = {t for layer in model.layers for t in (layer.weight, layer.bias) if t}
-        self.other_constant_bytes = _constant_bytes(model.ir_model, exclude=layer_constants)
+        self.other_constant_bytes = _constant_bytes(model.ir_model, exclude=layer_constants,
+                                                    halves=model.float16.constants)
 
     def layer_bops(self, name: str, option: Option) -> int:
         return self.layers[name].macs * option.w_bits * option.a_bits
@@ -70,7 +72,8 @@ class CostModel:
 
     def _weight_tensor_bytes(self, layer: QuantizableLayer, w_bits: int) -> int:
         if w_bits == FLOAT_BITS:
-            return layer.weight_params * 4
+            return layer.weight_params * (2 if layer.weight in self.model.float16.constants
+                                          else 4)
         scheme = self.profile.weight_quantization
         n_scales = layer.channels if scheme.granularity == "per_channel" else 1
         zero_point_bytes = 0 if scheme.symmetric else n_scales * math.ceil(w_bits / 8)
@@ -114,8 +117,9 @@ class CostModel:
         )
 
 
-def _constant_bytes(model: ir.Model, *, exclude: set[str]) -> int:
-    """Bytes of every initializer (subgraphs included) not in ``exclude``."""
+def _constant_bytes(model: ir.Model, *, exclude: set[str], halves: frozenset[str]) -> int:
+    """Bytes of every initializer (subgraphs included) not in ``exclude``; those in ``halves``
+    were float16 in the source model and count 2 bytes per element."""
     total = 0
     graphs = [model.graph, *(
         g for node in ir.traversal.RecursiveGraphIterator(model.graph)
@@ -128,5 +132,6 @@ def _constant_bytes(model: ir.Model, *, exclude: set[str]) -> int:
             if name in exclude or tensor is None:
                 continue
             numel = math.prod(tensor.shape.numpy())
-            total += math.ceil(numel * tensor.dtype.bitwidth / 8)
+            bits = 16 if name in halves else tensor.dtype.bitwidth
+            total += math.ceil(numel * bits / 8)
     return total

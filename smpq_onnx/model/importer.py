@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import networkx as nx
@@ -18,8 +18,9 @@ from onnx_ir.passes import common as ir_passes
 from smpq_onnx.errors import UnsupportedModelError
 from smpq_onnx.model.dataflow import Dataflow, build_dataflow
 from smpq_onnx.model.graph_view import build_graph_view, execution_order
-from smpq_onnx.model.layers import QuantizableLayer, count_subgraph_layers, find_layers
+from smpq_onnx.model.layers import QuantizableLayer, find_layers, subgraph_layers
 from smpq_onnx.model.loading import load_onnx, supported_model
+from smpq_onnx.model.precision import Float16Interface, to_float32
 from smpq_onnx.model.shapes import (
     Shape,
     fix_input_shapes,
@@ -28,9 +29,12 @@ from smpq_onnx.model.shapes import (
 )
 from smpq_onnx.passes.constant_identity import ConstantIdentityEliminationPass
 from smpq_onnx.passes.fold_batchnorm import FoldBatchNormPass
+from smpq_onnx.passes.fold_constant_of_shape import FoldConstantOfShapePass
 from smpq_onnx.passes.fold_constant_transpose import FoldConstantTransposePass
 
 logger = logging.getLogger(__name__)
+
+SHOWN_SUBGRAPH_LAYERS = 5
 
 
 def import_passes() -> list[ir.passes.PassBase]:
@@ -41,6 +45,7 @@ def import_passes() -> list[ir.passes.PassBase]:
         # Weights held in Constant nodes become initializers (size_limit=0: every tensor).
         ir_passes.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=0),
         ConstantIdentityEliminationPass(),
+        FoldConstantOfShapePass(),
         FoldConstantTransposePass(),
         FoldBatchNormPass(),
         ir_passes.RemoveUnusedNodesPass(),
@@ -60,7 +65,10 @@ class ImportedModel:
     shapes: dict[str, Shape]
     layers: tuple[QuantizableLayer, ...]
     source: str
-    notes: tuple[str, ...] = ()
+    float_subgraph_layers: tuple[str, ...] = ()
+    """Layer-type nodes inside If/Loop/Scan bodies, carried through in float (``name (op)``)."""
+    float16: Float16Interface = field(default_factory=Float16Interface)
+    """What was float16 in the source model (converted to float32 here)."""
 
     def layer(self, name: str) -> QuantizableLayer:
         for layer in self.layers:
@@ -121,6 +129,11 @@ def import_model(source: str | Path | onnx.ModelProto, *, batch_size: int = 1,
     else:
         label = label or str(source)
         proto = load_onnx(source)
+    proto, float16 = to_float32(proto)
+    if float16.any:
+        logger.info("%s is a float16 model: analysed and simulated in float32 (exact for its "
+                    "weights and data); the emitted model keeps its float16 inputs and "
+                    "outputs", label)
     model = ir.from_proto(proto)
     ir.passes.PassManager(import_passes())(model)
     if input_shapes:
@@ -133,14 +146,16 @@ def import_model(source: str | Path | onnx.ModelProto, *, batch_size: int = 1,
             f"{label} has no quantizable layer (Conv, ConvTranspose, Gemm or MatMul with a "
             "constant FP32 weight); nothing to quantize"
         )
-    notes = []
-    inner = count_subgraph_layers(model)
+    inner = subgraph_layers(model)
     if inner:
-        notes.append(f"{inner} layer(s) inside If/Loop/Scan bodies stay in float")
-        logger.info(notes[-1])
+        shown = ", ".join(inner[:SHOWN_SUBGRAPH_LAYERS])
+        more = f" and {len(inner) - SHOWN_SUBGRAPH_LAYERS} more" \
+            if len(inner) > SHOWN_SUBGRAPH_LAYERS else ""
+        logger.info("%d layer(s) inside If/Loop/Scan bodies stay in float: %s%s", len(inner),
+                    shown, more)
     view = build_graph_view(model)
     flow = build_dataflow(view, [o.name or "" for o in model.graph.outputs])
     return ImportedModel(
         ir_model=model, view=view, flow=flow, schedule=execution_order(view), shapes=shapes,
-        layers=layers, source=label, notes=tuple(notes),
+        layers=layers, source=label, float_subgraph_layers=inner, float16=float16,
     )

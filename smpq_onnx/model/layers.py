@@ -62,10 +62,11 @@ def find_layers(model: ir.Model, shapes: dict[str, Shape]) -> tuple[QuantizableL
     return tuple(layers)
 
 
-def count_subgraph_layers(model: ir.Model) -> int:
-    """Layer-type nodes inside If/Loop/Scan bodies (left unquantized)."""
-    return sum(
-        1 for node in ir.traversal.RecursiveGraphIterator(model.graph)
+def subgraph_layers(model: ir.Model) -> tuple[str, ...]:
+    """Layer-type nodes inside If/Loop/Scan bodies (left in float), as ``name (op)``."""
+    return tuple(
+        f"{node.name or '?'} ({node.op_type})"
+        for node in ir.traversal.RecursiveGraphIterator(model.graph)
         if node.graph is not model.graph and node.op_type in LAYER_OPS
     )
 
@@ -90,8 +91,8 @@ def _as_layer(node: ir.Node, shapes: dict[str, Shape]) -> QuantizableLayer | Non
     assert weight is not None and weight.const_value is not None and data is not None
     if weight.const_value.dtype != ir.DataType.FLOAT:
         raise UnsupportedModelError(
-            f"layer '{node.name}' has {weight.const_value.dtype.name} weights; smpq-onnx needs an "
-            "FP32 model: export or convert it to float32"
+            f"layer '{node.name}' has {weight.const_value.dtype.name} weights; smpq-onnx takes "
+            "FP32 or FP16 models: export or convert it to float32"
         )
     bias = _bias(node)
     weight_shape = tuple(weight.const_value.shape.numpy())

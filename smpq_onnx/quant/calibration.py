@@ -48,9 +48,15 @@ MSE_MAX_BITS = 8  # above this the grid is finer than the histogram: min/max is 
 @dataclass(frozen=True)
 class CalibrationSettings:
     activation_method: RangeMethod = "auto"
-    """``auto``: MSE-optimal clipping below 8 bits, the 99.99th percentile at 8 bits and more
-    (measured on MobileNetV2, W8A8 logit SQNR: percentile 17.1 dB, MSE 15.2 dB, min/max
-    13.8 dB; at W6A6 MSE and percentile tie at 4.7 dB, min/max 2.9 dB)."""
+    """``auto``: MSE-optimal clipping below 8 bits; at 8 bits and more ``high_bits_method``
+    (measured at W6A6 on MobileNetV2: MSE and percentile tie at 4.7 dB logit SQNR, min/max
+    2.9 dB)."""
+    high_bits_method: Literal["percentile", "mse"] = "percentile"
+    """What ``auto`` uses from 8 bits; the context measures both on the calibration data and
+    keeps the better (:mod:`smpq_onnx.engine.activation_ranges`). Neither wins everywhere
+    (A8, gptq weights): MobileNetV2 agreement 93.2 % percentile / 89.6 % MSE, while
+    all-MiniLM-L6-v2 token cosine is 0.896 percentile / 0.985 MSE, whose outlier channels
+    the percentile clips."""
     weight_method: Literal["minmax", "mse"] = "mse"
     percentile: float = 99.99
     bins: int = DEFAULT_BINS
@@ -59,6 +65,12 @@ class CalibrationSettings:
     weight_rounding: str = "nearest"
     """The rounding stage's settings label (:mod:`smpq_onnx.quant.weight_rounding`, e.g.
     ``gptq+bias-correction``), recorded here so that the evaluation store's key covers it."""
+
+    @property
+    def weight_key(self) -> str:
+        """The settings that weight scales depend on (the rounding cache's key); activation
+        ranges do not enter the rounding stage, which reads FP32 inputs."""
+        return f"weights={self.weight_method},per_channel={self.per_channel_weights}"
 
 
 def collect_histograms(model: ImportedModel, batches: Iterable[Mapping[str, np.ndarray]],
@@ -109,7 +121,7 @@ class Calibration:
     def _activation_range(self, hist: StreamingHistogram, bits: int) -> tuple[float, float]:
         method = self.settings.activation_method
         if method == "auto":
-            method = "mse" if bits < 8 else "percentile"
+            method = "mse" if bits < 8 else self.settings.high_bits_method
         if method == "percentile":
             return hist.percentile_range(self.settings.percentile)
         if method == "mse" and bits <= MSE_MAX_BITS and hist.total > 0:

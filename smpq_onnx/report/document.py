@@ -39,6 +39,7 @@ def build_report(result: SearchResult, *, method: str, model: str, profile: str,
     return {
         "model": model, "profile": profile, "metric": metric, "eval_samples": n_eval,
         "input_shapes": {name: list(dims) for name, dims in costs.model.input_shapes.items()},
+        "float_subgraph_layers": list(costs.model.float_subgraph_layers),
         "fp32": result.fp32_score, "final": result.score,
         "final_engine": "emitted QDQ model",
         "final_fast_engine": result.details.get("fast_engine_score"),
@@ -96,6 +97,9 @@ def markdown(report: dict[str, Any], *, percent: bool) -> str:
         "## Budgets", "",
         *([f"Costs are per sample at input shape(s) {_shapes_text(report['input_shapes'])}.",
            ""] if report.get("input_shapes") else []),
+        *([f"Layers inside If/Loop/Scan bodies, carried through in float: "
+           f"{', '.join(report['float_subgraph_layers'])}.", ""]
+          if report.get("float_subgraph_layers") else []),
         "| resource | used | limit | fits |", "|---|---|---|---|",
     ]
     lines += [f"| {b['resource']} | {b['used']:.6g} | {b['limit']:.6g} | "

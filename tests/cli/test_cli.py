@@ -113,7 +113,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "missing file": ([str(tmp_path / "nope.onnx")], "model file not found"),
         "not onnx": ([str(text)], "not .*ONNX model"),
         "truncated": ([str(truncated)], "truncated"),
-        "non-float": ([str(double)], "DOUBLE weights; smpq-onnx needs an FP32 model"),
+        "non-float": ([str(double)], "DOUBLE weights; smpq-onnx takes FP32 or FP16 models"),
         "no layers": ([str(no_layers)], "no quantizable layer"),
         "unknown profile": ([str(good), "--hw", "tpu"], "unknown device profile 'tpu'"),
         "invalid yaml": ([str(good), "--hw", str(bad_yaml)], "invalid YAML"),

@@ -120,7 +120,7 @@ def _if_model() -> onnx.ModelProto:
 def test_if_subgraph_is_analysed_and_inner_layers_stay_float() -> None:
     model = import_model(_if_model())
     assert [layer.name for layer in model.layers] == ["conv"]
-    assert any("inside If/Loop/Scan" in note for note in model.notes)
+    assert model.float_subgraph_layers == ("inner_matmul (MatMul)",)
     # The implicit read of "c" by the If body is an explicit captured edge.
     captured = [d for _, v, d in model.view.in_edges("branch", data=True) if d["captured"]]
     assert [d["tensor"] for d in captured] == ["c"]
@@ -245,12 +245,12 @@ def test_quantized_model_is_rejected() -> None:
         import_model(proto)
 
 
-def test_float16_model_is_rejected() -> None:
-    w = np.ones((2, 3, 1, 1), np.float16)
+def test_a_float64_model_is_rejected() -> None:
+    w = np.ones((2, 3, 1, 1), np.float64)
     proto = make_model([helper.make_node("Conv", ["x", "w"], ["y"], name="c")],
-                       [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 3, 2, 2])],
-                       [helper.make_tensor_value_info("y", TensorProto.FLOAT16, None)], {"w": w})
-    with pytest.raises(UnsupportedModelError, match="FLOAT16 weights.*FP32"):
+                       [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 3, 2, 2])],
+                       [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)], {"w": w})
+    with pytest.raises(UnsupportedModelError, match="DOUBLE weights.*FP32"):
         import_model(proto)
 
 
@@ -291,3 +291,24 @@ def test_loop_body_reading_outer_tensors_is_analysed() -> None:
     captured = [d["tensor"] for _, _, d in model.view.in_edges("loop", data=True) if d["captured"]]
     assert captured == ["c"]
     assert model.shapes["y"] == (1, 3, 3, 3)
+
+
+def test_weights_built_by_constant_of_shape_are_folded_into_layers() -> None:
+    """onnx's "light" zoo models fill their weights with ConstantOfShape at run time."""
+    fill = helper.make_tensor("v", TensorProto.FLOAT, [1], [0.02])
+    nodes = [
+        helper.make_node("ConstantOfShape", ["w_shape"], ["w"], name="fill_w", value=fill),
+        helper.make_node("ConstantOfShape", ["b_shape"], ["b"], name="fill_b", value=fill),
+        helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv"),
+    ]
+    proto = make_model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2, 2, 2])],
+        {"w_shape": np.array([2, 3, 3, 3], np.int64), "b_shape": np.array([2], np.int64)})
+    model = import_model(proto)
+    assert [(la.name, la.weight_shape, la.bias) for la in model.layers] == [
+        ("conv", (2, 3, 3, 3), "b")]
+    assert not any(node.op_type == "ConstantOfShape" for node in model.ir_model.graph)
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 4)).astype(np.float32)
+    np.testing.assert_allclose(run_ort(ir.to_proto(model.ir_model), {"x": x})[0],
+                               run_ort(proto, {"x": x})[0], rtol=1e-6)
