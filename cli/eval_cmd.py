@@ -24,7 +24,8 @@ from smpq_onnx.cli.progress import TerminalProgress
 @click.option("--calib-data", help="Calibration data (default: the last quarter of --data, at "
               "most 256 samples, kept out of the evaluation).")
 @click.option("--metric", help="top1, agreement, kl, sqnr, cosine or module:function "
-              "(default: top1 with labels, else agreement).")
+              "(default: class scores, top1 with labels, else agreement; other outputs, "
+              "cosine, over the tokens an attention mask keeps).")
 @click.option("--hw", "hw_name", default=DEFAULT_HW, show_default=True,
               help="Device profile (legal bit-widths, activation symmetry).")
 @policy_options

@@ -23,10 +23,12 @@ from smpq_onnx.strategy.smpq import DEFAULT_MAX_EVALS, SEARCH_ESTIMATORS, Search
               help="Device profile: built-in name or .yaml path.")
 @click.option("--data", help="Evaluation data (default with no MODEL: the bundled example's).")
 @click.option("--calib-data", help="Calibration data (default: the last quarter of --data).")
-@click.option("--metric", help="top1, agreement, kl, sqnr, cosine or module:function.")
+@click.option("--metric", help="top1, agreement, kl, sqnr, cosine or module:function "
+              "(default: class scores, top1 with labels, else agreement; other outputs, "
+              "cosine, over the tokens an attention mask keeps).")
 @click.option("--method", type=click.Choice(list(METHODS)), default="shapley", show_default=True,
               help="shapley (SMPQ) or a baseline: uniform, random, context, amp, dmpq "
-              "(dmpq needs torch).")
+              "(needs torch) or evolution (regularized evolution, --max-evals evaluations).")
 @click.option("--estimator", type=click.Choice(list(SEARCH_ESTIMATORS)),
               default=SearchSettings.estimator, show_default=True, help="Shapley estimator.")
 @click.option("--samples", type=int, help="M: permutations (pairs, Owen levels) per round "
@@ -57,6 +59,16 @@ from smpq_onnx.strategy.smpq import DEFAULT_MAX_EVALS, SEARCH_ESTIMATORS, Search
 @click.option("--budget-latency-ms", type=float, help="Latency (profiles with throughput).")
 @click.option("--max-drop", type=float, help="Cheapest policy within this many points "
               "(percent metrics) or units of FP32.")
+@click.option("--pin", "pins", multiple=True, metavar="PATTERN=OPTION",
+              help="Fix the layers whose names match a glob, e.g. 'features.0*=W8A8' or "
+              "'classifier*=FP32' (where the profile allows float); repeatable, later pins "
+              "win. Pinned layers are not searched.")
+@click.option("--refine-share", type=float, default=0.0, show_default=True,
+              help="Shapley only: fraction of --max-evals kept for a measured hill climb "
+              "(budget-neutral moves) from the selected policy.")
+@click.option("--keep-first-last", is_flag=True,
+              help="Fix the first and last quantizable layers at the profile's highest integer "
+              "option.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT,
               show_default=True, help="Output folder.")
 @rounding_options
@@ -69,7 +81,9 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
                    truncation: float, xi: float, beta: float, selection: str, seed: int,
                    budget_bops: int | None, budget_bops_ratio: float | None,
                    budget_flash: int | None, budget_sram: int | None,
-                   budget_latency_ms: float | None, max_drop: float | None, out_dir: Path,
+                   budget_latency_ms: float | None, max_drop: float | None,
+                   refine_share: float, pins: tuple[str, ...], keep_first_last: bool,
+                   out_dir: Path,
                    rounding: str, bias_correction: bool, scale_search: bool, provider: str,
                    threads: int, optimization: str,
                    input_shapes: dict[str, tuple[int, ...]] | None, as_json: bool) -> None:
@@ -85,7 +99,8 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
             out=out_dir, rounding=rounding, bias_correction=bias_correction,
             scale_search=scale_search, provider=provider,
             threads=threads, optimization=optimization,
-            input_shapes=input_shapes, progress=progress)
+            input_shapes=input_shapes, pins=pins, keep_first_last=keep_first_last,
+            refine_share=refine_share, progress=progress)
     if as_json:
         click.echo(json.dumps(outcome.report, indent=2))
     else:

@@ -38,9 +38,9 @@ def evaluate(model: str | Path | None = None, *, data: str | Path | None = None,
 
     Without ``calib_data`` the last quarter of ``data`` (at most 256 samples) calibrates and
     the rest evaluates. ``metric``: top1, agreement, kl, sqnr, cosine or ``module:function``
-    (default: top1 with labels, else agreement). ``input_shapes`` (input -> full shape, batch
-    1) fixes symbolic dimensions besides the batch; without it they take the shape of the
-    data's first sample.
+    (default: top1 or agreement on class scores, else cosine). ``input_shapes`` (input ->
+    full shape, batch 1) fixes symbolic dimensions besides the batch; without it they take
+    the shape of the data's first sample.
     """
     start = time.perf_counter()
     one_of(activation_range, ACTIVATION_RANGES, "activation range (--calibration)")

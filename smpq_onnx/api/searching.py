@@ -37,7 +37,10 @@ from smpq_onnx.strategy.baselines import (
     uniform_search,
 )
 from smpq_onnx.strategy.dmpq.search import DmpqSettings, dmpq_search
+from smpq_onnx.strategy.evolution import evolution_search
 from smpq_onnx.strategy.game import SEMANTICS, QuantizationGame
+from smpq_onnx.strategy.pins import resolve_pins
+from smpq_onnx.strategy.refine import refined
 from smpq_onnx.strategy.smpq import (
     CONTROL_VARIATE,
     DEFAULT_MAX_EVALS,
@@ -45,6 +48,7 @@ from smpq_onnx.strategy.smpq import (
     SearchResult,
     SearchSettings,
     cheapest_policy,
+    infeasible_error,
     select,
     shapley_search,
     sized_settings,
@@ -72,16 +76,24 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
            provider: str = "auto", threads: int = 0,
            optimization: str = "all",
            input_shapes: Mapping[str, Sequence[int]] | None = None,
+           pins: Sequence[str] = (), keep_first_last: bool = False,
+           refine_share: float = 0.0,
            progress: Progress | None = None) -> SearchOutcome:
     """Search per-layer bit-widths of ``model`` (default: the bundled example) for ``hw``.
 
     Budgets not given come from the profile. ``method``: shapley (SMPQ) or a baseline
-    (uniform, random, context, amp, dmpq). Raises the typed errors of :mod:`smpq_onnx.errors`
-    (``BudgetInfeasibleError`` when no policy meets the budget). With ``max_drop``, the
-    cheapest selection within that drop of FP32; if none meets it the best policy is still
-    written and the outcome's ``target_missed`` says so. ``input_shapes`` (input -> full
-    shape, batch 1) fixes symbolic dimensions besides the batch (else the data's first sample
-    does); budgets and costs are per sample at those shapes.
+    (uniform, random, context, amp, dmpq, evolution). Raises the typed errors of
+    :mod:`smpq_onnx.errors` (``BudgetInfeasibleError`` when no policy meets the budget).
+    With ``max_drop``, the cheapest selection within that drop of FP32; if none meets it the
+    best policy is still written and the outcome's ``target_missed`` says so.
+    ``input_shapes`` (input -> full shape, batch 1) fixes symbolic dimensions besides the
+    batch (else the data's first sample does); budgets and costs are per sample at those
+    shapes. ``pins``: ``PATTERN=OPTION`` texts (glob on layer names, e.g.
+    ``"conv1*=W8A8"``); ``keep_first_last``: the first and last layers at the profile's
+    highest integer option (:mod:`smpq_onnx.strategy.pins`). Pinned layers are not
+    searched; a pin the profile forbids raises ``PolicyError``. ``refine_share`` (shapley
+    only): the fraction of ``max_evals`` kept for a measured hill climb from the selected
+    policy (:mod:`smpq_onnx.strategy.refine`).
     """
     one_of(method, list(METHODS), "method")
     one_of(estimator, list(SEARCH_ESTIMATORS), "estimator")
@@ -89,6 +101,10 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     one_of(selection, SELECTIONS, "selection")
     if max_drop is not None and method != "shapley":
         raise InvalidArgumentError("--max-drop works with --method shapley")
+    if not 0.0 <= refine_share < 1.0:
+        raise InvalidArgumentError(f"--refine-share must be in [0, 1), got {refine_share}")
+    if refine_share and method != "shapley":
+        raise InvalidArgumentError("--refine-share works with --method shapley")
     if estimator == CONTROL_VARIATE and semantics != "hard":
         raise InvalidArgumentError("--estimator owen-cv needs --semantics hard")
     started = time.perf_counter()
@@ -106,13 +122,22 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     base = SearchSettings(estimator=estimator, selection=selection, seed=seed, xi=xi,
                           beta=beta, truncation=truncation or None, semantics=semantics,
                           reference=str(Option.parse(reference)))
+    pinned = resolve_pins(context.space, pins, keep_first_last=keep_first_last)
     game = QuantizationGame(context.space, reference=Option.parse(base.reference),
-                            semantics=semantics)
-    settings = sized_settings(game, base, max_evals=max_evals, samples=samples, rounds=rounds)
+                            semantics=semantics, pins=pinned)
+    shapley_evals = max(1, round(max_evals * (1.0 - refine_share)))
+    settings = (sized_settings(game, base, max_evals=shapley_evals, samples=samples,
+                               rounds=rounds) if game.players else base)
     try:
-        result = run_method(method, game, context, budget, settings, max_evals, progress)
+        before = context.evaluator.n_evaluations
+        result = (run_method(method, game, context, budget, settings, max_evals, progress)
+                  if game.players else pinned_only(game, context, budget))
+        remaining = max_evals - (context.evaluator.n_evaluations - before)
+        if refine_share and game.players:  # none left when the estimator overshot: 0 spent
+            result = refined(result, context.evaluator, context.costs, budget,
+                             evaluations=max(remaining, 0), seed=seed)
         missed = None
-        if max_drop is not None:
+        if max_drop is not None and game.players:
             result, missed = cheapest_within(result, context, budget, max_drop)
         result = as_deployed(result, context)
     finally:
@@ -138,10 +163,25 @@ def run_method(method: str, game: QuantizationGame, context: QuantizationContext
         return context_search(game, evaluator, costs, budget, candidates=settings.candidates)
     if method == "amp":
         return amp_search(game, evaluator, costs, budget)
+    if method == "evolution":
+        return evolution_search(game, evaluator, costs, budget, evaluations=max_evals,
+                                seed=settings.seed)
     if method == "dmpq":
         return dmpq_search(game, evaluator, costs, budget, calib_data=context.calib_data,
                            settings=DmpqSettings(seed=settings.seed))
     return shapley_search(game, evaluator, costs, budget, settings, progress)
+
+
+def pinned_only(game: QuantizationGame, context: QuantizationContext,
+                budget: Budget) -> SearchResult:
+    """Every unit pinned: the one policy there is, if it meets the budget."""
+    policy = game.realize([])
+    costs = context.costs.cost(policy)
+    if not all(line.fits for line in budget.check(costs)):
+        raise infeasible_error(game, context.costs, budget)
+    score = context.evaluator.evaluate(policy).score
+    return SearchResult(policy, score, costs, context.evaluator.fp32_score, game, None, None,
+                        None, [(policy, score)], {}, details={"note": "every layer pinned"})
 
 
 def search_budget(context: QuantizationContext, *, bops: int | None, bops_ratio: float | None,

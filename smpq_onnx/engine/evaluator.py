@@ -158,6 +158,12 @@ class Evaluator:
             self.store.put(policy, score)
         return result
 
+    def forget(self) -> None:
+        """Drop memoized results (not the store or the caches of boundaries and sessions), so
+        that a benchmark counts each method's own evaluations."""
+        self._results.clear()
+        self._deployed.clear()
+
     def deployed_model(self, policy: Policy, *, native_int4: bool = False) -> onnx.ModelProto:
         """The deployable QDQ model of ``policy``, as ``apply`` and ``search`` write it."""
         return emit_qdq_model(self.model, policy, self.calibration, profile=self.profile_name,

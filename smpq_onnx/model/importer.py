@@ -141,12 +141,14 @@ def import_model(source: str | Path | onnx.ModelProto, *, batch_size: int = 1,
 
     shapes = infer_static_shapes(model, batch_size=batch_size)
     layers = find_layers(model, shapes)
-    if not layers:
-        raise UnsupportedModelError(
-            f"{label} has no quantizable layer (Conv, ConvTranspose, Gemm or MatMul with a "
-            "constant FP32 weight); nothing to quantize"
-        )
     inner = subgraph_layers(model)
+    if not layers:
+        where = (f" outside If/Loop/Scan bodies ({len(inner)} inside, which smpq-onnx leaves "
+                 "in float)" if inner else "")
+        raise UnsupportedModelError(
+            f"{label} has no quantizable layer{where} (Conv, ConvTranspose, Gemm or MatMul "
+            "with a constant FP32 weight); nothing to quantize"
+        )
     if inner:
         shown = ", ".join(inner[:SHOWN_SUBGRAPH_LAYERS])
         more = f" and {len(inner) - SHOWN_SUBGRAPH_LAYERS} more" \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import platform
 from typing import Any
 
@@ -58,6 +59,9 @@ def build_report(result: SearchResult, *, method: str, model: str, profile: str,
         "evaluated_policies": history,
         "phases_s": phases,
         "method_details": dict(result.details),
+        "pinned": {name: str(unit.options[0]) for unit in game.units if unit.pinned
+                   for name in unit.layers},
+        "evaluation_spend": evaluation_spend(history, budget.bops),
         "settings": {"method": method, **settings.__dict__},
         "seed": settings.seed,
         "versions": {"smpq_onnx": __version__, "onnx": onnx.__version__,
@@ -66,6 +70,24 @@ def build_report(result: SearchResult, *, method: str, model: str, profile: str,
         "provider": provider,
         "rounding": rounding or {"method": "nearest", "bias_correction": False},
     }
+
+
+SPEND_EDGES = (1.0, 1.5, 3.0, 10.0)
+"""Upper edges of the BOPs-over-budget ratios the evaluated policies are counted in."""
+
+
+def evaluation_spend(history: list[dict[str, Any]], budget_bops: int | None
+                     ) -> dict[str, Any] | None:
+    """Where the evaluations went: how many evaluated policies had BOPs within 1x, 1.5x, 3x,
+    10x and beyond the BOPs budget, and the median ratio (None without a BOPs budget)."""
+    if not budget_bops or not history:
+        return None
+    ratios = np.array([h["bops"] / budget_bops for h in history], dtype=float)
+    edges = (-np.inf, *SPEND_EDGES, np.inf)
+    bins = {(f"<= {hi:g}x" if np.isfinite(hi) else f"> {lo:g}x"):
+            int(((ratios > lo) & (ratios <= hi)).sum()) for lo, hi in itertools.pairwise(edges)}
+    return {"budget_bops": int(budget_bops), "policies": len(ratios),
+            "median_ratio": float(np.median(ratios)), "by_ratio": bins}
 
 
 def _finite(value: float) -> float | None:
@@ -108,6 +130,16 @@ def markdown(report: dict[str, Any], *, percent: bool) -> str:
               "|---|---|---|---|---|---|---|"]
     lines += [f"| {la['name']} | {la['op_type']} | {la['w_bits']} | {la['a_bits']} | "
               f"{la['macs']} | {la['bops']} | {la['weight_bytes']} |" for la in report["layers"]]
+    if report.get("pinned"):
+        lines += ["", f"Pinned (not searched): {len(report['pinned'])} layer(s), "
+                  + ", ".join(f"{k} {v}" for k, v in report["pinned"].items()) + "."]
+    spend = report.get("evaluation_spend")
+    if spend:
+        lines += ["", "## Where the evaluations went", "",
+                  f"BOPs of the {spend['policies']} evaluated policies over the budget "
+                  f"({spend['budget_bops']}); median {spend['median_ratio']:.2f}x.", "",
+                  "| BOPs / budget | policies |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in spend["by_ratio"].items()]
     lines += ["", "## Candidates evaluated at selection", "", "| # | source | score | BOPs |",
               "|---|---|---|---|"]
     lines += [f"| {i + 1} | {'uniform' if c['uniform'] else 'mixed'} | "

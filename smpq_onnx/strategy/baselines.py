@@ -1,6 +1,7 @@
 """Baseline search methods beside SMPQ, on the same evaluator, game units and budgets.
 
-- ``uniform``: the most precise single option for every unit that meets the budget.
+- ``uniform``: of the single options for every unit that meet the budget at the highest
+  bit product, the best measured.
 - ``random``: random feasible policies (a knapsack over random utilities is feasible by
   construction), as many as the evaluation budget allows; the best is kept.
 - ``context``: each unit's options varied alone around a uniform background (about 4 bits),
@@ -10,6 +11,8 @@
   candidate the metric with that unit alone lowered (others at the most precise option), a
   greedy Pareto curve lowering the unit/candidate with the least predicted loss per BOPs
   saved, and the first point on the curve that meets every budget.
+- ``evolution``: regularized evolution over feasible policies (the benchmark's strong
+  reference, :mod:`smpq_onnx.strategy.evolution`).
 - ``dmpq``: EdMIPS-style differentiable search
   (:mod:`smpq_onnx.strategy.dmpq.search`; needs torch, which that module imports only when it runs).
 """
@@ -31,14 +34,14 @@ from smpq_onnx.strategy.game import QuantizationGame
 from smpq_onnx.strategy.selection import Infeasible, solve
 from smpq_onnx.strategy.smpq import (
     SearchResult,
-    best_uniform_policy,
     infeasible_error,
     knapsack_problem,
     policy_of,
     select,
+    uniform_candidates,
 )
 
-METHODS = ("shapley", "uniform", "random", "context", "amp", "dmpq")
+METHODS = ("shapley", "uniform", "random", "context", "amp", "dmpq", "evolution")
 
 
 def _result(policy: Policy, score: float, game: QuantizationGame, evaluator: Evaluator,
@@ -51,12 +54,13 @@ def _result(policy: Policy, score: float, game: QuantizationGame, evaluator: Eva
 def uniform_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
                    budget: Budget) -> SearchResult:
     start = time.perf_counter()
-    policy = best_uniform_policy(game, costs, budget)
-    if policy is None:
+    candidates = [(policy, evaluator.evaluate(policy).score)
+                  for policy in uniform_candidates(game, costs, budget)]
+    if not candidates:
         raise BudgetInfeasibleError("no uniform option meets the budget; relax it or use a "
                                     "mixed-precision method")
-    score = evaluator.evaluate(policy).score
-    return _result(policy, score, game, evaluator, costs, [(policy, score)],
+    policy, score = max(candidates, key=lambda item: item[1])
+    return _result(policy, score, game, evaluator, costs, candidates,
                    {"search_s": time.perf_counter() - start})
 
 

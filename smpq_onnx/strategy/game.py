@@ -20,7 +20,7 @@ Only the realized policy is evaluated, and the evaluator memoizes it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +50,10 @@ class Unit:
     name: str
     layers: tuple[str, ...]
     options: tuple[Option, ...]
-    """Quantized options legal for every layer of the unit."""
+    """Quantized options legal for every layer of the unit; a pinned unit's one option."""
+    pinned: bool = False
+    """Fixed by the user (``--pin``, ``--keep-first-last``): no players, every coalition and
+    selection keeps its option."""
 
 
 SEMANTICS = ("hard", "mix")
@@ -58,7 +61,8 @@ SEMANTICS = ("hard", "mix")
 
 class QuantizationGame:
     def __init__(self, space: SearchSpace, *, split_sides: bool | None = None,
-                 reference: Option = FP32, semantics: str = "hard") -> None:
+                 reference: Option = FP32, semantics: str = "hard",
+                 pins: Mapping[str, Option] | None = None) -> None:
         if semantics not in SEMANTICS:
             raise ValueError(f"unknown semantics {semantics!r}; use one of {SEMANTICS}")
         if not reference.is_float:
@@ -70,22 +74,33 @@ class QuantizationGame:
         self.space = space
         self.reference = reference
         self.semantics = semantics
+        pins = dict(pins or {})
         units = []
         for group in space.groups:
+            pinned = {pins[name] for name in group.layers if name in pins}
+            if pinned:
+                if len(pinned) > 1:
+                    raise PolicyError(f"layers of quantizer group {group.name} share one "
+                                      f"option but are pinned to {sorted(map(str, pinned))}")
+                units.append(Unit(group.name, group.layers, tuple(pinned), pinned=True))
+                continue
             common = set(space.options[group.layers[0]])
             for name in group.layers[1:]:
                 common &= set(space.options[name])
             options = tuple(sorted(o for o in common if not o.is_float))
             units.append(Unit(group.name, group.layers, options))
         self.units = tuple(units)
+        free = [u for u in units if not u.pinned]
         full_grid = all(
             {(o.w_bits, o.a_bits) for o in u.options}
             == {(w, a) for w in {o.w_bits for o in u.options} for a in {o.a_bits
                                                                        for o in u.options}}
-            for u in units)
+            for u in free)
         self.split_sides = full_grid if split_sides is None else split_sides
         players: list[Player] = []
         for index, unit in enumerate(self.units):
+            if unit.pinned:
+                continue
             if self.split_sides:
                 players += [Player(index, "w", w, FLOAT_BITS)
                             for w in sorted({o.w_bits for o in unit.options})]
@@ -106,7 +121,9 @@ class QuantizationGame:
                      "a": {(FLOAT_BITS, self.reference.a_bits): 1.0}}
         chosen: dict[str, Option] = {}
         for unit_index, unit in enumerate(self.units):
-            if self.split_sides:
+            if unit.pinned:
+                option: Option = unit.options[0]
+            elif self.split_sides:
                 w = self._shares(by_side.get((unit_index, "w"), []), alpha) or reference["w"]
                 a = self._shares(by_side.get((unit_index, "a"), []), alpha) or reference["a"]
                 option = Mixture.of({b: p for (b, _), p in w.items()},
@@ -164,7 +181,9 @@ class QuantizationGame:
         for unit_index, unit in enumerate(self.units):
             table = {}
             for option in unit.options:
-                if self.split_sides:
+                if unit.pinned:
+                    table[option] = 0.0
+                elif self.split_sides:
                     w = lookup[Player(unit_index, "w", option.w_bits, FLOAT_BITS)]
                     a = lookup[Player(unit_index, "a", FLOAT_BITS, option.a_bits)]
                     table[option] = float(phi[w] + phi[a])
