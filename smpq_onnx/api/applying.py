@@ -7,6 +7,7 @@ from pathlib import Path
 
 from smpq_onnx.api.choices import (
     PolicyLike,
+    policy_weight_bits,
     resolve_policy,
     rounding_settings,
     runtime_config,
@@ -50,7 +51,8 @@ def apply(model: str | Path | None = None, *, out: str | Path, bits: str | None 
     context = build_context(model, hw=hw, data=data, calib_data=calib_data, metric=metric,
                             runtime=runtime,
                             rounding=rounding_settings(rounding, bias_correction, scale_search),
-                            input_shapes=input_shapes, progress=progress)
+                            input_shapes=input_shapes, progress=progress,
+                            weight_bits=policy_weight_bits(bits, policy))
     chosen = resolve_policy(context.space, bits=bits, policy=policy, default_bits=default_bits,
                             fallback=context.profile.default_option)
     emitted = context.evaluator.deployed_model(chosen, native_int4=native_int4)

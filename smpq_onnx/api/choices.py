@@ -118,3 +118,11 @@ def rounding_settings(method: str, bias_correction: bool,
     one_of(method, ROUNDING_METHODS, "rounding")
     return RoundingSettings(method=method, bias_correction=bias_correction,
                             scale_search=scale_search)
+
+
+def policy_weight_bits(bits: str | None, policy: object | None) -> set[int] | None:
+    """The weight bit-widths a ``--bits`` option needs rounded (None: a policy or the default
+    may use any, so round them all)."""
+    if bits is None or policy is not None:
+        return None
+    return {Option.parse(bits).w_bits}

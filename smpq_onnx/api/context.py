@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,13 +85,15 @@ def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | 
                   batch_size: int = DEFAULT_BATCH_SIZE,
                   rounding: RoundingSettings | None = None,
                   input_shapes: Mapping[str, Sequence[int]] | None = None,
-                  progress: Progress | None = None) -> QuantizationContext:
+                  progress: Progress | None = None,
+                  weight_bits: Collection[int] | None = None) -> QuantizationContext:
     """Import, load data, calibrate and set up the evaluator.
 
     With no model, the bundled example; with no data, the example's data (only then).
     Symbolic input dimensions besides the batch take ``input_shapes`` (full shapes, batch 1),
     else the shape of the data's first sample (:func:`import_with_data`). A model whose batch
-    is fixed (inputs ``[1, 3, 224, 224]``) runs that many samples at a time.
+    is fixed (inputs ``[1, 3, 224, 224]``) runs that many samples at a time. ``weight_bits``
+    limits the rounding stage to those weight bit-widths (``eval --bits W8A8`` needs one).
     """
     runtime = runtime or RuntimeConfig()
     rounding = rounding or DEFAULT_ROUNDING
@@ -144,7 +146,7 @@ def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | 
     calibration = Calibration(model, histograms, settings)
     cached, rounding_s = round_calibration(calibration, space, calibration_set,
                                            rounding=rounding, runtime=runtime,
-                                           progress=progress)
+                                           progress=progress, weight_bits=weight_bits)
     evaluator = Evaluator(model, calibration, eval_set, chosen_metric, runtime=runtime,
                           batch_size=batch_size, profile_name=profile.name)
     return QuantizationContext(model, profile, space, CostModel(model, profile), eval_set,
@@ -205,10 +207,12 @@ def _shapes_text(shapes: Mapping[str, Sequence[int]]) -> str:
 
 def round_calibration(calibration: Calibration, space: SearchSpace, data: Dataset, *,
                       rounding: RoundingSettings, runtime: RuntimeConfig,
-                      progress: Progress | None = None) -> tuple[bool, float]:
+                      progress: Progress | None = None,
+                      weight_bits: Collection[int] | None = None) -> tuple[bool, float]:
     """Run (or read from the disk cache) the rounding stage for every weight bit-width of
-    ``space`` on at most ``rounding.samples`` samples of the calibration set ``data``, and
-    install its table in ``calibration``.
+    ``space`` (only ``weight_bits`` when given: what one policy uses) on at most
+    ``rounding.samples`` samples of the calibration set ``data``, and install its table in
+    ``calibration``.
 
     The samples go through in whole model-ready batches (a fixed batch: that batch, else
     ``MOMENTS_BATCH``). Returns (whether the table came from the cache, seconds computing it).
@@ -226,8 +230,10 @@ def round_calibration(calibration: Calibration, space: SearchSpace, data: Datase
                         "calibration samples" if model.fixed_batch is not None else
                         "the calibration data holds no samples; give a non-empty --calib-data")
     used = data.subset(slice(0, n), data.source)
-    bits_per_layer = {name: sorted({o.w_bits for o in options})
+    bits_per_layer = {name: sorted(b for b in {o.w_bits for o in options}
+                                   if weight_bits is None or b in weight_bits)
                       for name, options in space.options.items()}
+    bits_per_layer = {name: bits for name, bits in bits_per_layer.items() if bits}
     table, cached = cached_rounding(
         model, bits_per_layer, [used.inputs[name] for name in sorted(used.inputs)],
         lambda: used.batches(batch), n, weight=calibration.weight_array,

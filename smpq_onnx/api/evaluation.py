@@ -9,6 +9,7 @@ from pathlib import Path
 from smpq_onnx.api.choices import (
     PolicyLike,
     one_of,
+    policy_weight_bits,
     resolve_policy,
     rounding_settings,
     runtime_config,
@@ -52,7 +53,8 @@ def evaluate(model: str | Path | None = None, *, data: str | Path | None = None,
                             activation_range=activation_range,  # type: ignore[arg-type]
                             batch_size=batch_size,
                             rounding=rounding_settings(rounding, bias_correction, scale_search),
-                            input_shapes=input_shapes, progress=progress)
+                            input_shapes=input_shapes, progress=progress,
+                            weight_bits=policy_weight_bits(bits, policy))
     chosen = resolve_policy(context.space, bits=bits, policy=policy, default_bits=default_bits,
                             fallback=context.profile.default_option)
     simulated = context.evaluator.evaluate(chosen)
