@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from smpq_onnx.passes.initializers import fold_into_initializer
+
 MAX_FOLDED_ELEMENTS = 1 << 28
 """Larger fills stay nodes (1 GiB in float32)."""
 
@@ -34,11 +36,6 @@ class FoldConstantOfShapePass(ir.passes.InPlacePass):
             fill = (np.asarray(value_attr.as_tensor().numpy()).reshape(-1)
                     if value_attr is not None else np.zeros(1, np.float32))
             folded = np.full(dims, fill[0], dtype=fill.dtype)
-            name = out.name or f"{node.name}_folded"
-            value = ir.Value(name=f"{name}__folded", const_value=ir.tensor(folded, name=name))
-            out.replace_all_uses_with(value)
-            graph.remove(node, safe=True)
-            value.name = name
-            graph.register_initializer(value)
+            fold_into_initializer(graph, node, out, folded)
             modified = True
         return ir.passes.PassResult(model, modified=modified)

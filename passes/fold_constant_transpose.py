@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from smpq_onnx.passes.initializers import fold_into_initializer
+
 
 class FoldConstantTransposePass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -28,11 +30,6 @@ class FoldConstantTransposePass(ir.passes.InPlacePass):
             perm_attr = node.attributes.get("perm")
             perm = list(perm_attr.as_ints()) if perm_attr is not None else None
             folded = np.ascontiguousarray(np.transpose(array, perm))
-            name = out.name or f"{node.name}_folded"
-            value = ir.Value(name=f"{name}__folded", const_value=ir.tensor(folded, name=name))
-            out.replace_all_uses_with(value)
-            graph.remove(node, safe=True)
-            value.name = name
-            graph.register_initializer(value)
+            fold_into_initializer(graph, node, out, folded)
             modified = True
         return ir.passes.PassResult(model, modified=modified)
