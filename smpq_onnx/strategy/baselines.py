@@ -31,11 +31,10 @@ from smpq_onnx.hardware.cost import CostModel
 from smpq_onnx.quant.options import Option
 from smpq_onnx.quant.policy import Policy
 from smpq_onnx.strategy.game import QuantizationGame
-from smpq_onnx.strategy.selection import Infeasible, solve
+from smpq_onnx.strategy.moves import random_feasible
 from smpq_onnx.strategy.smpq import (
     SearchResult,
     infeasible_error,
-    knapsack_problem,
     policy_of,
     select,
     uniform_candidates,
@@ -70,11 +69,7 @@ def random_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel
     rng = np.random.default_rng(seed)
     scored: list[tuple[Policy, float]] = []
     for _ in range(evaluations):
-        utilities = [rng.normal(size=len(unit.options)) for unit in game.units]
-        try:
-            policy = policy_of(game, solve(knapsack_problem(game, costs, budget, utilities)))
-        except Infeasible as e:
-            raise infeasible_error(game, costs, budget) from e
+        policy = policy_of(game, random_feasible(game, costs, budget, rng))
         scored.append((policy, evaluator.evaluate(policy).score))
     policy, score = max(scored, key=lambda item: item[1])
     return _result(policy, score, game, evaluator, costs, [(policy, score)],

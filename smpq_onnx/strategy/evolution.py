@@ -23,7 +23,7 @@ from smpq_onnx.hardware.budget import Budget
 from smpq_onnx.hardware.cost import CostModel
 from smpq_onnx.quant.policy import Policy
 from smpq_onnx.strategy.game import QuantizationGame
-from smpq_onnx.strategy.moves import feasible, mutation, repair
+from smpq_onnx.strategy.moves import mutation, random_feasible, repair
 from smpq_onnx.strategy.smpq import SearchResult, policy_of
 
 POPULATION = 24
@@ -53,8 +53,7 @@ def evolution_search(game: QuantizationGame, evaluator: Evaluator, costs: CostMo
         return scored[policy]
 
     while len(alive) < min(population, evaluations) and len(scored) < evaluations:
-        utilities = [rng.normal(size=len(unit.options)) for unit in game.units]
-        choice = feasible(game, costs, budget, utilities)
+        choice = random_feasible(game, costs, budget, rng)
         alive.append((choice, evaluate(choice)))
     cycles = stalled = 0
     while len(scored) < evaluations and free and stalled < STALL_CYCLES:

@@ -46,6 +46,12 @@ def repair(game: QuantizationGame, costs: CostModel, budget: Budget, parent: lis
     return feasible(game, costs, budget, utilities)
 
 
+def random_feasible(game: QuantizationGame, costs: CostModel, budget: Budget,
+                    rng: np.random.Generator) -> list[int]:
+    """A random feasible policy: the knapsack's choice for normal random utilities."""
+    return feasible(game, costs, budget, [rng.normal(size=len(u.options)) for u in game.units])
+
+
 def feasible(game: QuantizationGame, costs: CostModel, budget: Budget,
              utilities: list[np.ndarray]) -> list[int]:
     """The knapsack's choice for ``utilities``; BudgetInfeasibleError when none fits."""
