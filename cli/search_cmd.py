@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from smpq_onnx.api.executing import EXECUTORS
 from smpq_onnx.api.searching import DEFAULT_HW, DEFAULT_OUT, SELECTIONS, search
 from smpq_onnx.cli.options import input_shape_option, rounding_options, runtime_options
 from smpq_onnx.cli.progress import TerminalProgress
@@ -69,6 +70,16 @@ from smpq_onnx.strategy.smpq import DEFAULT_MAX_EVALS, SEARCH_ESTIMATORS, Search
 @click.option("--keep-first-last", is_flag=True,
               help="Fix the first and last quantizable layers at the profile's highest integer "
               "option.")
+@click.option("--executor", type=click.Choice(list(EXECUTORS)), default="local",
+              show_default=True, help="Where evaluations run: local worker processes, or Ray "
+              "actors (pip install 'smpq-onnx[ray]'); the policy found is the same.")
+@click.option("--workers", type=click.IntRange(min=1), help="Evaluation workers. local: "
+              "1 (default) evaluates in this process, each evaluation's batches in threads; N "
+              "spawns N single-threaded worker processes. ray: default the cluster's free "
+              "CPUs.")
+@click.option("--ray-address", metavar="ADDR", help="With --executor ray: the cluster to "
+              "join (e.g. 10.0.0.5:6379, as `ray start --head` prints; default: a local "
+              "instance).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=DEFAULT_OUT,
               show_default=True, help="Output folder.")
 @rounding_options
@@ -83,6 +94,7 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
                    budget_flash: int | None, budget_sram: int | None,
                    budget_latency_ms: float | None, max_drop: float | None,
                    refine_share: float, pins: tuple[str, ...], keep_first_last: bool,
+                   executor: str, workers: int | None, ray_address: str | None,
                    out_dir: Path,
                    rounding: str, bias_correction: bool, scale_search: bool, provider: str,
                    threads: int, optimization: str,
@@ -100,7 +112,8 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
             scale_search=scale_search, provider=provider,
             threads=threads, optimization=optimization,
             input_shapes=input_shapes, pins=pins, keep_first_last=keep_first_last,
-            refine_share=refine_share, progress=progress)
+            refine_share=refine_share, executor=executor, workers=workers,
+            ray_address=ray_address, progress=progress)
     if as_json:
         click.echo(json.dumps(outcome.report, indent=2))
     else:
@@ -121,6 +134,9 @@ def _summary(report: dict[str, Any], out_dir: Path, *, percent: bool) -> None:
                    f"{'ok' if line['fits'] else 'OVER'}")
     options = sorted({f"W{v['w_bits']}A{v['a_bits']}" for v in report["policy"].values()})
     click.echo(f"  options used: {', '.join(options)}")
-    click.echo(f"  {report['evaluations']} evaluations ({report['resumed_evaluations']} resumed),"
-               f" {sum(report['phases_s'].values()):.1f} s")
+    spread = report.get("executor") or {}
+    where = (f" on {spread['workers']} {spread['name']} workers" if spread
+             and not spread.get("in_process") else "")
+    click.echo(f"  {report['evaluations']} evaluations ({report['resumed_evaluations']} resumed)"
+               f"{where}, {sum(report['phases_s'].values()):.1f} s")
     click.echo(f"wrote {out_dir}/model.qdq.onnx, policy.json, report.json, report.md and plots")

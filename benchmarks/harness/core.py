@@ -157,12 +157,25 @@ class CountingEvaluator:
         self.progress = progress
         self.every = every
 
-    def evaluate(self, policy: Policy) -> EvalResult:
+    def _ask(self, policy: Policy) -> None:
         if policy not in self.asked:
             self.asked.add(policy)
             if self.progress is not None and len(self.asked) % self.every == 0:
                 self.progress(len(self.asked))
+
+    def evaluate(self, policy: Policy) -> EvalResult:
+        self._ask(policy)
         return self.inner.evaluate(policy)
+
+    def evaluate_many(self, policies: Iterable[Policy],
+                      progress: Callable[[int], None] | None = None) -> list[EvalResult]:
+        batch = list(policies)
+        for policy in batch:
+            self._ask(policy)
+        return self.inner.evaluate_many(batch, progress)
+
+    def scores(self, policies: Iterable[Policy]) -> list[float]:
+        return [result.score for result in self.evaluate_many(policies)]
 
     def evaluate_deployed(self, policy: Policy) -> EvalResult:
         """Final candidates are scored as emitted models; each counts as one evaluation."""

@@ -18,6 +18,7 @@ import onnx_ir as ir
 
 from smpq_onnx.api.choices import one_of, rounding_settings, runtime_config, writable_folder
 from smpq_onnx.api.context import DEFAULT_ROUNDING, Progress, QuantizationContext, build_context
+from smpq_onnx.api.executing import ExecutorChoice
 from smpq_onnx.api.results import SearchOutcome
 from smpq_onnx.engine.evalstore import EvaluationStore, fingerprint
 from smpq_onnx.engine.evaluator import ENGINE_VERSION
@@ -77,7 +78,8 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
            optimization: str = "all",
            input_shapes: Mapping[str, Sequence[int]] | None = None,
            pins: Sequence[str] = (), keep_first_last: bool = False,
-           refine_share: float = 0.0,
+           refine_share: float = 0.0, executor: str = "local", workers: int | None = None,
+           ray_address: str | None = None,
            progress: Progress | None = None) -> SearchOutcome:
     """Search per-layer bit-widths of ``model`` (default: the bundled example) for ``hw``.
 
@@ -93,7 +95,10 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     highest integer option (:mod:`smpq_onnx.strategy.pins`). Pinned layers are not
     searched; a pin the profile forbids raises ``PolicyError``. ``refine_share`` (shapley
     only): the fraction of ``max_evals`` kept for a measured hill climb from the selected
-    policy (:mod:`smpq_onnx.strategy.refine`).
+    policy (:mod:`smpq_onnx.strategy.refine`). ``executor`` (local or ray), ``workers`` and
+    ``ray_address``: where the evaluations run (:mod:`smpq_onnx.api.executing`); the policy
+    found does not depend on them. Local workers are spawned processes: a script calling
+    this needs the ``if __name__ == "__main__":`` guard.
     """
     one_of(method, list(METHODS), "method")
     one_of(estimator, list(SEARCH_ESTIMATORS), "estimator")
@@ -107,6 +112,7 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
         raise InvalidArgumentError("--refine-share works with --method shapley")
     if estimator == CONTROL_VARIATE and semantics != "hard":
         raise InvalidArgumentError("--estimator owen-cv needs --semantics hard")
+    spread = ExecutorChoice(executor, workers, ray_address).check()
     started = time.perf_counter()
     out_dir = writable_folder(Path(out))
     runtime = runtime_config(provider, threads, optimization)
@@ -129,6 +135,7 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     settings = (sized_settings(game, base, max_evals=shapley_evals, samples=samples,
                                rounds=rounds) if game.players else base)
     try:
+        spread.attach(context.evaluator)
         before = context.evaluator.n_evaluations
         result = (run_method(method, game, context, budget, settings, max_evals, progress)
                   if game.players else pinned_only(game, context, budget))
@@ -140,11 +147,14 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
         if max_drop is not None and game.players:
             result, missed = cheapest_within(result, context, budget, max_drop)
         result = as_deployed(result, context)
+        executor_report = spread.describe(context.evaluator)
     finally:
+        spread.close(context.evaluator)
         store.close()
     result.phases = {"setup_s": setup_s - context.rounding_s, "rounding_s": context.rounding_s,
                      **result.phases}
-    report = write_outputs(result, context, budget, settings, out_dir, method=method)
+    report = write_outputs(result, context, budget, settings, out_dir, method=method,
+                           executor=executor_report)
     return SearchOutcome(policy=result.policy, final=result.score, fp32=result.fp32_score,
                          out_dir=out_dir, report=report, target_missed=missed,
                          percent=context.metric.percent)
@@ -264,7 +274,8 @@ def cheapest_within(result: SearchResult, context: QuantizationContext, budget: 
 
 
 def write_outputs(result: SearchResult, context: QuantizationContext, budget: Budget,
-                  settings: SearchSettings, out_dir: Path, *, method: str) -> dict[str, Any]:
+                  settings: SearchSettings, out_dir: Path, *, method: str,
+                  executor: dict[str, Any] | None = None) -> dict[str, Any]:
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     emitted = context.evaluator.deployed_model(result.policy)
@@ -287,6 +298,7 @@ def write_outputs(result: SearchResult, context: QuantizationContext, budget: Bu
                   "bias_correction": context.rounding.bias_correction,
                   "scale_search": context.rounding.scale_search,
                   "from_cache": context.rounding_cached})
+    report["executor"] = executor
     write_json_atomic(report, out_dir / "report.json")
     write_text_atomic(out_dir / "report.md", markdown(report, percent=context.metric.percent))
     if report["contributions"]:

@@ -6,6 +6,7 @@ The import pipeline is declared as data (``IMPORT_PASSES``) and run by onnx-ir's
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +87,15 @@ class ImportedModel:
     @property
     def total_macs(self) -> int:
         return sum(layer.macs for layer in self.layers)
+
+    @property
+    def widest_activation(self) -> int:
+        """Elements of the largest tensor a node of the main graph produces, at the shapes the
+        costs are for (batch 1); 0 when no shape is known."""
+        sizes = [math.prod(self.shapes[name]) for node in self.ir_model.graph
+                 for name in (value.name for value in node.outputs if value is not None)
+                 if name in self.shapes]
+        return max(sizes, default=0)
 
     @property
     def input_shapes(self) -> dict[str, Shape]:

@@ -53,8 +53,8 @@ def _result(policy: Policy, score: float, game: QuantizationGame, evaluator: Eva
 def uniform_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
                    budget: Budget) -> SearchResult:
     start = time.perf_counter()
-    candidates = [(policy, evaluator.evaluate(policy).score)
-                  for policy in uniform_candidates(game, costs, budget)]
+    policies = uniform_candidates(game, costs, budget)
+    candidates = list(zip(policies, evaluator.scores(policies), strict=True))
     if not candidates:
         raise BudgetInfeasibleError("no uniform option meets the budget; relax it or use a "
                                     "mixed-precision method")
@@ -67,10 +67,10 @@ def random_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel
                   budget: Budget, *, evaluations: int, seed: int) -> SearchResult:
     start = time.perf_counter()
     rng = np.random.default_rng(seed)
-    scored: list[tuple[Policy, float]] = []
-    for _ in range(evaluations):
-        policy = policy_of(game, random_feasible(game, costs, budget, rng))
-        scored.append((policy, evaluator.evaluate(policy).score))
+    # Drawn before any is evaluated (no draw depends on a score): one batch.
+    policies = [policy_of(game, random_feasible(game, costs, budget, rng))
+                for _ in range(evaluations)]
+    scored = list(zip(policies, evaluator.scores(policies), strict=True))
     policy, score = max(scored, key=lambda item: item[1])
     return _result(policy, score, game, evaluator, costs, [(policy, score)],
                    {"search_s": time.perf_counter() - start})
@@ -94,25 +94,21 @@ def context_utilities(game: QuantizationGame, evaluator: Evaluator) -> list[np.n
     is the sum of both changes); joint games vary the whole option. Independent of budgets.
     """
     background = _background(game)
-    base = evaluator.evaluate(_with(game, background)).score
-    utilities = []
-    for k, unit in enumerate(game.units):
-        row = []
-        for option in unit.options:
-            if game.split_sides:
-                gain = 0.0
-                for varied in (Option(option.w_bits, background[k].a_bits),
-                               Option(background[k].w_bits, option.a_bits)):
-                    trial = list(background)
-                    trial[k] = varied
-                    gain += evaluator.evaluate(_with(game, trial)).score - base
-            else:
-                trial = list(background)
-                trial[k] = option
-                gain = evaluator.evaluate(_with(game, trial)).score - base
-            row.append(gain)
-        utilities.append(np.array(row))
-    return utilities
+
+    def varied(k: int, option: Option) -> Policy:
+        trial = list(background)
+        trial[k] = option
+        return _with(game, trial)
+
+    # Per unit and option, the policies whose gains add up to its utility (one batch).
+    trials = [[[varied(k, Option(option.w_bits, background[k].a_bits)),
+                varied(k, Option(background[k].w_bits, option.a_bits))]
+               if game.split_sides else [varied(k, option)] for option in unit.options]
+              for k, unit in enumerate(game.units)]
+    flat = [_with(game, background)] + [p for row in trials for cell in row for p in cell]
+    score = dict(zip(flat, evaluator.scores(flat), strict=True))
+    base = score[flat[0]]
+    return [np.array([sum(score[p] - base for p in cell) for cell in row]) for row in trials]
 
 
 def context_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
@@ -143,16 +139,18 @@ def amp_sensitivities(game: QuantizationGame, evaluator: Evaluator, *,
     legal option. Independent of budgets.
     """
     top = _top(game)
-    reference = evaluator.evaluate(_with(game, top)).score
-    drop: list[dict[Option, float]] = []
+    lowered: dict[tuple[int, Option], Policy] = {}
     for k, unit in enumerate(game.units):
-        table = {top[k]: 0.0}
         for option in unit.options:
             if option != top[k] and (candidates is None or option in candidates):
                 trial = list(top)
                 trial[k] = option
-                table[option] = reference - evaluator.evaluate(_with(game, trial)).score
-        drop.append(table)
+                lowered[(k, option)] = _with(game, trial)
+    batch = [_with(game, top), *lowered.values()]  # independent of each other: one batch
+    reference, *measured = evaluator.scores(batch)
+    drop: list[dict[Option, float]] = [{top[k]: 0.0} for k in range(len(game.units))]
+    for (k, option), score in zip(lowered, measured, strict=True):
+        drop[k][option] = reference - score
     return drop
 
 

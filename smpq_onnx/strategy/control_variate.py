@@ -22,6 +22,7 @@ import numpy as np
 from smpq_onnx.quant.policy import Policy
 from smpq_onnx.strategy.game import QuantizationGame
 from smpq_onnx.strategy.shapley import (
+    BatchValueFunction,
     Progress,
     ShapleyEstimate,
     ValueFunction,
@@ -33,16 +34,19 @@ MAX_SIDE_PLAYERS = 16  # exact enumeration of one side: 2^16 coalitions at most
 
 
 class SeparableControlVariate:
-    def __init__(self, game: QuantizationGame, policy_value: Callable[[Policy], float]) -> None:
+    def __init__(self, game: QuantizationGame, policy_value: Callable[[Policy], float], *,
+                 policy_values: Callable[[list[Policy]], list[float]] | None = None) -> None:
+        """``policy_values``: the table's policies as one batch (default: ``policy_value``
+        one by one)."""
         if game.semantics != "hard":
             raise ValueError("the separable control variate needs hard semantics")
         self.game = game
         self.sides = list(game.sides().values())
         if max(len(side) for side in self.sides) > MAX_SIDE_PLAYERS:
             raise ValueError(f"a unit side has more than {MAX_SIDE_PLAYERS} players")
-        base = policy_value(game.realize([]))
-        self.single = np.array([policy_value(game.realize([i])) - base
-                                for i in range(len(game.players))])
+        table = [game.realize([])] + [game.realize([i]) for i in range(len(game.players))]
+        scores = (policy_values or (lambda ps: [policy_value(p) for p in ps]))(table)
+        self.single = np.array(scores[1:]) - scores[0]
         """h(player): the metric change of that player alone."""
         self._side_of = {i: k for k, side in enumerate(self.sides) for i in side}
 
@@ -68,11 +72,17 @@ class SeparableControlVariate:
 def owen_with_control_variate(variate: SeparableControlVariate, value: ValueFunction, *,
                               samples: int, rng: np.random.Generator,
                               alpha: np.ndarray | None = None,
-                              progress: Progress | None = None) -> ShapleyEstimate:
+                              progress: Progress | None = None,
+                              values: BatchValueFunction | None = None) -> ShapleyEstimate:
     """phi(V) = phi(g) exactly + Owen's estimate of phi(V - g) (its standard errors)."""
     def residual(present: Sequence[int]) -> float:
         return value(present) - variate.value(present, alpha)
 
+    def residuals(coalitions: list[list[int]]) -> list[float]:
+        assert values is not None
+        return [v - variate.value(c, alpha)
+                for v, c in zip(values(coalitions), coalitions, strict=True)]
+
     sampled = owen_shapley(len(variate.game.players), residual, samples=samples, rng=rng,
-                           progress=progress)
+                           progress=progress, values=residuals if values else None)
     return dataclasses.replace(sampled, phi=sampled.phi + variate.shapley(alpha))

@@ -6,9 +6,13 @@ each cycle samples a tournament, mutates its best member (a few units take anoth
 option), repairs the child to the budget and evaluates it; the child joins the population and
 the oldest member leaves. The best policy ever evaluated is the result.
 
+Children are bred ``BROOD`` at a time from the same population and evaluated as one batch
+(an executor runs them side by side), then join in order; the initial population is one batch
+too. The brood size is fixed, so the result does not depend on the executor or its workers.
+
 Mutation and repair are :mod:`smpq_onnx.strategy.moves`. A child equal to a policy already
-evaluated is mutated again (up to ``RETRIES`` times) so that evaluations are not spent on
-repeats. Deterministic for a seed.
+evaluated (or bred) is mutated again (up to ``RETRIES`` times) so that evaluations are not
+spent on repeats. Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ POPULATION = 24
 TOURNAMENT = 6
 RETRIES = 8
 STALL_CYCLES = 200
+"""Cycles in a row without a new policy after which the space counts as exhausted."""
+BROOD = 8
+"""Children bred from one population before any is evaluated."""
 EVOLUTION_STREAM = 5_003
 """Its random stream apart from ``random``'s, whose first policies would otherwise be its
 initial population."""
-"""Cycles in a row without a new policy after which the space counts as exhausted."""
 
 
 def evolution_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
@@ -46,28 +52,37 @@ def evolution_search(game: QuantizationGame, evaluator: Evaluator, costs: CostMo
     scored: dict[Policy, float] = {}
     alive: deque[tuple[list[int], float]] = deque()
 
-    def evaluate(choice: list[int]) -> float:
-        policy = policy_of(game, choice)
-        if policy not in scored:
-            scored[policy] = evaluator.evaluate(policy).score
-        return scored[policy]
+    def evaluated(choices: list[list[int]]) -> list[float]:
+        policies = [policy_of(game, choice) for choice in choices]
+        scored.update(zip(policies, evaluator.scores(policies), strict=True))
+        return [scored[policy] for policy in policies]
 
-    while len(alive) < min(population, evaluations) and len(scored) < evaluations:
-        choice = random_feasible(game, costs, budget, rng)
-        alive.append((choice, evaluate(choice)))
+    founders: list[list[int]] = []
+    distinct: set[Policy] = set()
+    while len(founders) < min(population, evaluations) and len(distinct) < evaluations:
+        founders.append(random_feasible(game, costs, budget, rng))
+        distinct.add(policy_of(game, founders[-1]))
+    alive.extend(zip(founders, evaluated(founders), strict=True))
     cycles = stalled = 0
     while len(scored) < evaluations and free and stalled < STALL_CYCLES:
-        members = rng.choice(len(alive), size=min(tournament, len(alive)), replace=False)
-        parent = max((alive[int(i)] for i in members), key=lambda member: member[1])[0]
-        for _ in range(RETRIES):
-            child = repair(game, costs, budget, parent, mutation(game, parent, free, rng))
-            if policy_of(game, child) not in scored:
-                break
-        known = len(scored)
-        alive.append((child, evaluate(child)))
-        alive.popleft()
-        stalled = stalled + 1 if len(scored) == known else 0
-        cycles += 1
+        brood: list[list[int]] = []
+        bred: set[Policy] = set()
+        while len(brood) < min(BROOD, evaluations - len(scored)) and stalled < STALL_CYCLES:
+            members = rng.choice(len(alive), size=min(tournament, len(alive)), replace=False)
+            parent = max((alive[int(i)] for i in members), key=lambda member: member[1])[0]
+            for _ in range(RETRIES):
+                child = repair(game, costs, budget, parent, mutation(game, parent, free, rng))
+                policy = policy_of(game, child)
+                if policy not in scored and policy not in bred:
+                    break
+            new = policy not in scored and policy not in bred
+            stalled = 0 if new else stalled + 1
+            bred.add(policy)
+            brood.append(child)
+            cycles += 1
+        for child, score in zip(brood, evaluated(brood), strict=True):
+            alive.append((child, score))
+            alive.popleft()
     policy, score = max(scored.items(), key=lambda item: item[1])
     return SearchResult(policy, score, costs.cost(policy), evaluator.fp32_score, game, None,
                         None, None, [(policy, score)], {"search_s": time.perf_counter() - start},

@@ -1,9 +1,11 @@
 """Measured refinement: evaluations left after selection spent on real moves near the policy.
 
-A first-improvement hill climb on the search's own metric: each step mutates the incumbent
-and repairs it to the budget (:mod:`smpq_onnx.strategy.moves`: raising a unit makes the
-knapsack lower others, a budget-neutral swap), evaluates it, and keeps it if it scores higher.
-It stops when its evaluations are spent or ``STALL_STEPS`` moves in a row were already tried.
+A hill climb on the search's own metric: each step mutates the incumbent ``BROOD`` times and
+repairs each to the budget (:mod:`smpq_onnx.strategy.moves`: raising a unit makes the knapsack
+lower others, a budget-neutral swap), evaluates the moves as one batch (side by side on an
+executor; the brood size is fixed, so the climb does not depend on the workers) and keeps the
+best if it scores higher. It stops when its evaluations are spent or ``STALL_STEPS`` moves in
+a row were already tried.
 The selection's best policy stays the answer unless a move beats it on the emitted model too.
 """
 
@@ -23,6 +25,8 @@ from smpq_onnx.strategy.moves import mutation, repair
 from smpq_onnx.strategy.smpq import SearchResult, policy_of
 
 STALL_STEPS = 200
+BROOD = 4
+"""Moves from one incumbent evaluated as one batch."""
 REFINE_STREAM = 7_001  # the refinement's random stream, apart from the estimator's
 
 
@@ -41,16 +45,23 @@ def hill_climb(game: QuantizationGame, evaluator: Evaluator, costs: CostModel, b
     rng = np.random.default_rng([seed, REFINE_STREAM])
     tried, accepted, stalled = {start}, 0, 0
     while evaluator.n_evaluations - before < evaluations and free and stalled < STALL_STEPS:
-        child = repair(game, costs, budget, choice, mutation(game, choice, free, rng))
-        policy = policy_of(game, child)
-        if policy in tried:
-            stalled += 1
-            continue
-        stalled = 0
-        tried.add(policy)
-        score = evaluator.evaluate(policy).score
-        if score > best:
-            choice, best, accepted = child, score, accepted + 1
+        left = evaluations - (evaluator.n_evaluations - before)
+        moves: list[tuple[list[int], Policy]] = []
+        while len(moves) < min(BROOD, left) and stalled < STALL_STEPS:
+            child = repair(game, costs, budget, choice, mutation(game, choice, free, rng))
+            policy = policy_of(game, child)
+            if policy in tried:
+                stalled += 1
+                continue
+            stalled = 0
+            tried.add(policy)
+            moves.append((child, policy))
+        if not moves:
+            break
+        measured = evaluator.scores([policy for _, policy in moves])
+        top = int(np.argmax(measured))
+        if measured[top] > best:
+            choice, best, accepted = moves[top][0], measured[top], accepted + 1
     return policy_of(game, choice), evaluator.n_evaluations - before, accepted
 
 

@@ -9,6 +9,12 @@ tests and tiny games; the sampling estimators are:
   gets zero marginals (the paper's threshold 0.5 of the reference value).
 - ``antithetic``: permutations in pairs, pi and reversed pi (negatively correlated marginals).
 - ``owen``: Owen's multilinear-extension sampling with stratified q and antithetic q <-> 1-q.
+
+The sampling estimators hand coalitions over in batches (``values``, default: ``value`` one by
+one) so that an executor can evaluate them side by side: Owen's coalitions do not depend on
+any value, so one round is one batch; a permutation walk goes in chunks of
+``PERMUTATION_CHUNK`` (truncation may then evaluate up to a chunk past the cut, always the
+same ones; one by one when only ``value`` is given). Batching never changes an estimate.
 """
 
 from __future__ import annotations
@@ -21,7 +27,16 @@ from dataclasses import dataclass
 import numpy as np
 
 ValueFunction = Callable[[Sequence[int]], float]
+BatchValueFunction = Callable[[list[list[int]]], list[float]]
 Progress = Callable[[int, int], None]
+
+PERMUTATION_CHUNK = 8
+"""Coalitions of a permutation walk evaluated as one batch (fixed, so that the evaluations
+spent do not depend on the executor)."""
+
+
+def one_by_one(value: ValueFunction) -> BatchValueFunction:
+    return lambda coalitions: [value(c) for c in coalitions]
 
 
 @dataclass(frozen=True)
@@ -50,61 +65,78 @@ def exact_shapley(n: int, value: ValueFunction) -> np.ndarray:
     return phi
 
 
-def _walk(order: Sequence[int], value: ValueFunction, base: float,
-          truncate_below: float | None) -> np.ndarray:
-    """Marginal contributions along one permutation."""
+def _walk(order: Sequence[int], values: BatchValueFunction, base: float,
+          truncate_below: float | None, chunk: int = PERMUTATION_CHUNK) -> np.ndarray:
+    """Marginal contributions along one permutation (its prefixes evaluated ``chunk`` at a
+    time, the last chunk up to the truncation)."""
     marginals = np.zeros(len(order))
-    present: list[int] = []
     previous = base
-    for player in order:
-        present.append(player)
-        current = value(present)
-        marginals[player] = current - previous
-        previous = current
-        if truncate_below is not None and current < truncate_below:
-            break
+    for start in range(0, len(order), chunk):
+        stop = min(start + chunk, len(order))
+        prefixes = [list(order[:end]) for end in range(start + 1, stop + 1)]
+        for player, current in zip(order[start:stop], values(prefixes), strict=True):
+            marginals[player] = current - previous
+            previous = current
+            if truncate_below is not None and current < truncate_below:
+                return marginals
     return marginals
 
 
 def permutation_shapley(n: int, value: ValueFunction, *, samples: int,
                         rng: np.random.Generator, antithetic: bool = False,
                         truncate_below: float | None = None,
-                        progress: Progress | None = None) -> ShapleyEstimate:
+                        progress: Progress | None = None,
+                        values: BatchValueFunction | None = None) -> ShapleyEstimate:
     """``samples`` permutations (pairs of pi and reversed pi when ``antithetic``)."""
-    base = value([])
+    batch = values or one_by_one(value)
+    chunk = PERMUTATION_CHUNK if values is not None else 1
+    base = batch([[]])[0]
     rows = []
     for sample in range(samples):
         order = [int(i) for i in rng.permutation(n)]
         if antithetic:
-            pair = (_walk(order, value, base, truncate_below)
-                    + _walk(order[::-1], value, base, truncate_below)) / 2
+            pair = (_walk(order, batch, base, truncate_below, chunk)
+                    + _walk(order[::-1], batch, base, truncate_below, chunk)) / 2
             rows.append(pair)
         else:
-            rows.append(_walk(order, value, base, truncate_below))
+            rows.append(_walk(order, batch, base, truncate_below, chunk))
         if progress is not None:
             progress(sample + 1, samples)
     return _summarize(np.array(rows))
 
 
-def owen_shapley(n: int, value: ValueFunction, *, samples: int, rng: np.random.Generator,
-                 progress: Progress | None = None) -> ShapleyEstimate:
-    """``samples`` antithetic pairs of q-levels; each level costs about n + 1 evaluations."""
-    rows = []
+def owen_coalitions(n: int, samples: int, rng: np.random.Generator) -> list[list[list[int]]]:
+    """Per q-level (two per sample, q and 1 - q), its coalition followed by each player's
+    neighbour (that player toggled), deepest player first: each neighbour differs from the
+    level's coalition in one unit, and the evaluator reuses that coalition's activations up to
+    it (players are ordered by unit, units by position in the network)."""
+    levels = []
     for sample in range(samples):
         q = (sample + rng.random()) / samples
         coins = rng.random(n)
-        pair = np.zeros(n)
         for inside in (coins < q, coins >= 1 - q):
             present = set(np.flatnonzero(inside).tolist())
-            with_all = value(sorted(present))
-            # Deepest players first: each neighbour differs from ``with_all`` in one unit,
-            # and the evaluator reuses ``with_all``'s activations up to it (players are
-            # ordered by unit, units by position in the network).
-            for i in reversed(range(n)):
-                if i in present:
-                    pair[i] += with_all - value(sorted(present - {i}))
-                else:
-                    pair[i] += value(sorted(present | {i})) - with_all
+            levels.append([sorted(present)] + [sorted(present ^ {i})
+                                               for i in reversed(range(n))])
+    return levels
+
+
+def owen_shapley(n: int, value: ValueFunction, *, samples: int, rng: np.random.Generator,
+                 progress: Progress | None = None,
+                 values: BatchValueFunction | None = None) -> ShapleyEstimate:
+    """``samples`` antithetic pairs of q-levels; each level costs about n + 1 evaluations,
+    all of them one batch."""
+    levels = owen_coalitions(n, samples, rng)
+    flat = (values or one_by_one(value))([c for level in levels for c in level])
+    rows = []
+    for sample in range(samples):
+        pair = np.zeros(n)
+        for side in (2 * sample, 2 * sample + 1):
+            scores = flat[side * (n + 1):(side + 1) * (n + 1)]
+            present = set(levels[side][0])
+            with_all = scores[0]
+            for i, toggled in zip(reversed(range(n)), scores[1:], strict=True):
+                pair[i] += with_all - toggled if i in present else toggled - with_all
         rows.append(pair / 2)
         if progress is not None:
             progress(sample + 1, samples)
@@ -124,19 +156,24 @@ ESTIMATORS = ("permutation", "antithetic", "owen")
 
 def estimate(name: str, n: int, value: ValueFunction, *, samples: int,
              rng: np.random.Generator, truncate_below: float | None = None,
-             progress: Progress | None = None) -> ShapleyEstimate:
+             progress: Progress | None = None,
+             values: BatchValueFunction | None = None) -> ShapleyEstimate:
     if name == "permutation":
         return permutation_shapley(n, value, samples=samples, rng=rng,
-                                   truncate_below=truncate_below, progress=progress)
+                                   truncate_below=truncate_below, progress=progress,
+                                   values=values)
     if name == "antithetic":
         return permutation_shapley(n, value, samples=samples, rng=rng, antithetic=True,
-                                   truncate_below=truncate_below, progress=progress)
+                                   truncate_below=truncate_below, progress=progress,
+                                   values=values)
     if name == "owen":
-        return owen_shapley(n, value, samples=samples, rng=rng, progress=progress)
+        return owen_shapley(n, value, samples=samples, rng=rng, progress=progress,
+                            values=values)
     raise ValueError(f"unknown estimator {name!r}; use one of {', '.join(ESTIMATORS)}")
 
 
 def all_permutations_shapley(n: int, value: ValueFunction) -> np.ndarray:
     """Exact values by averaging over all n! orders (a second exact method, for tests)."""
-    rows = [_walk(order, value, value([]), None) for order in itertools.permutations(range(n))]
+    rows = [_walk(order, one_by_one(value), value([]), None)
+            for order in itertools.permutations(range(n))]
     return np.mean(rows, axis=0)

@@ -133,24 +133,37 @@ def estimate_contributions(game: QuantizationGame, evaluator: Evaluator,
         truncate = settings.truncation * evaluator.fp32_score
     rounds: list[ShapleyEstimate] = []
     variate: SeparableControlVariate | None = None
+    per_evaluation = settings.estimator in ("owen", CONTROL_VARIATE)  # a round is one batch
     for round_index in range(settings.rounds):
         frozen_alpha = alpha.copy()
 
         def value(present: Sequence[int], a: np.ndarray = frozen_alpha) -> float:
             return evaluator.evaluate(game.realize(present, a)).score
 
-        def step(done: int, total: int, r: int = round_index) -> None:
-            if progress is not None:
+        def values(coalitions: list[list[int]], a: np.ndarray = frozen_alpha,
+                   r: int = round_index) -> list[float]:
+            """One batch of coalitions; an Owen round's progress is counted per evaluation."""
+            def evaluated(done: int) -> None:
+                if progress is not None and per_evaluation:
+                    progress("shapley", r * len(coalitions) + done,
+                             settings.rounds * len(coalitions))
+            policies = [game.realize(present, a) for present in coalitions]
+            return [res.score for res in evaluator.evaluate_many(policies, evaluated)]
+
+        def sampled(done: int, total: int, r: int = round_index) -> None:
+            if progress is not None and not per_evaluation:
                 progress("shapley", r * total + done, settings.rounds * total)
 
         if settings.estimator == CONTROL_VARIATE:
             if variate is None:
-                variate = SeparableControlVariate(game, lambda p: evaluator.evaluate(p).score)
+                variate = SeparableControlVariate(
+                    game, lambda p: evaluator.evaluate(p).score,
+                    policy_values=evaluator.scores)
             result = owen_with_control_variate(variate, value, samples=settings.samples,
-                                               rng=rng, alpha=frozen_alpha, progress=step)
+                                               rng=rng, alpha=frozen_alpha, values=values)
         else:
             result = estimate(settings.estimator, n, value, samples=settings.samples, rng=rng,
-                              truncate_below=truncate, progress=step)
+                              truncate_below=truncate, values=values, progress=sampled)
         rounds.append(result)
         psi = result.phi
         norm = np.linalg.norm(psi)

@@ -90,3 +90,28 @@ def test_same_seed_same_estimate() -> None:
     a = estimate("antithetic", 6, interaction_game, samples=5, rng=np.random.default_rng(7))
     b = estimate("antithetic", 6, interaction_game, samples=5, rng=np.random.default_rng(7))
     np.testing.assert_array_equal(a.phi, b.phi)
+
+
+@pytest.mark.parametrize("name", ["permutation", "antithetic", "owen"])
+@pytest.mark.parametrize("truncate_below", [None, 0.5])
+def test_batches_give_the_one_by_one_estimate(name: str, truncate_below: float | None) -> None:
+    """Executors get coalitions in batches; the estimate must not change with that."""
+    batches: list[int] = []
+
+    def values(coalitions: list[list[int]]) -> list[float]:
+        batches.append(len(coalitions))
+        return [1.0 - 0.08 * len(c) + interaction_game(c) for c in coalitions]
+
+    def value(present):
+        return 1.0 - 0.08 * len(present) + interaction_game(present)
+
+    one = estimate(name, 6, value, samples=4, rng=np.random.default_rng(3),
+                   truncate_below=truncate_below)
+    batched = estimate(name, 6, value, samples=4, rng=np.random.default_rng(3),
+                       truncate_below=truncate_below, values=values)
+    np.testing.assert_array_equal(one.phi, batched.phi)
+    np.testing.assert_array_equal(one.stderr, batched.stderr)
+    if name == "owen":
+        assert batches == [4 * 2 * 7]  # a whole round (4 samples x 2 levels x 7) is one batch
+    else:
+        assert max(batches) > 1
