@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -47,6 +48,21 @@ def in_process_scores(context: QuantizationContext, policies: list[Policy]) -> l
     return context.evaluator.worker_spec().build().scores(policies)
 
 
+def kill_one_worker_mid_batch(executor: Any, policies: list[Policy],
+                              expected: list[float]) -> None:
+    """Kill a worker after the first result: every policy still comes back once, right."""
+    try:
+        stream = executor.run(policies)
+        first = next(stream)
+        os.kill(executor.worker_pids()[0], signal.SIGKILL)
+        results = [first, *stream]
+    finally:
+        executor.close()
+    assert sorted(s.index for s in results) == list(range(len(policies)))  # each exactly once
+    assert [s.score for s in sorted(results, key=lambda s: s.index)] == expected
+    assert executor.restarts >= 1
+
+
 def test_chunks_cover_a_batch_in_order_without_empty_pieces() -> None:
     for count in (0, 1, 5, 8, 100, 1001):
         for workers in (1, 2, 3, 8):
@@ -76,17 +92,8 @@ def test_a_killed_local_worker_is_replaced_and_its_evaluations_retried(
         context: QuantizationContext) -> None:
     policies = random_policies(context, 60, seed=1)
     expected = in_process_scores(context, policies)
-    executor = LocalExecutor(context.evaluator.worker_spec(), 2)
-    try:
-        stream = executor.run(policies)
-        first = next(stream)
-        os.kill(executor.worker_pids()[0], signal.SIGKILL)
-        results = [first, *stream]
-    finally:
-        executor.close()
-    assert sorted(s.index for s in results) == list(range(len(policies)))  # each exactly once
-    assert [s.score for s in sorted(results, key=lambda s: s.index)] == expected
-    assert executor.restarts >= 1
+    kill_one_worker_mid_batch(LocalExecutor(context.evaluator.worker_spec(), 2), policies,
+                              expected)
 
 
 def test_evaluate_many_records_executor_results_in_the_batch_order(
@@ -119,17 +126,8 @@ def test_ray_actors_give_the_in_process_scores_and_survive_a_killed_actor(
 
     policies = random_policies(context, 60, seed=3)
     expected = in_process_scores(context, policies)
-    executor = RayExecutor(context.evaluator.worker_spec(), 2)
-    try:
-        stream = executor.run(policies)
-        first = next(stream)
-        os.kill(executor.worker_pids()[0], signal.SIGKILL)
-        results = [first, *stream]
-    finally:
-        executor.close()
-    assert sorted(s.index for s in results) == list(range(len(policies)))
-    assert [s.score for s in sorted(results, key=lambda s: s.index)] == expected
-    assert executor.restarts >= 1
+    kill_one_worker_mid_batch(RayExecutor(context.evaluator.worker_spec(), 2), policies,
+                              expected)
 
 
 def test_ray_refuses_more_workers_than_free_cpus(context: QuantizationContext,
