@@ -56,21 +56,29 @@ class MemorySampler:
         self.baseline = _used_bytes()
         self.peak_tree = 0
         self.peak_machine = 0
+        self.peak_per_process: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            self.peak_tree = max(self.peak_tree, sum(_pss(p) for p in _tree(self.root)))
+            sizes = {pid: _pss(pid) for pid in _tree(self.root)}
+            self.peak_tree = max(self.peak_tree, sum(sizes.values()))
+            for pid, size in sizes.items():
+                self.peak_per_process[pid] = max(self.peak_per_process.get(pid, 0), size)
             self.peak_machine = max(self.peak_machine, _used_bytes() - self.baseline)
             self._stop.wait(0.2)
 
     def stop(self) -> dict[str, float]:
         self._stop.set()
         self._thread.join()
+        others = sorted((size for pid, size in self.peak_per_process.items()
+                         if pid != self.root), reverse=True)
         return {"peak_tree_pss_gb": self.peak_tree / 1e9,
-                "peak_machine_used_over_baseline_gb": self.peak_machine / 1e9}
+                "peak_machine_used_over_baseline_gb": self.peak_machine / 1e9,
+                "peak_pss_search_process_gb": self.peak_per_process.get(self.root, 0) / 1e9,
+                "peak_pss_other_processes_gb": [size / 1e9 for size in others if size > 50e6]}
 
 
 def _used_bytes() -> int:
@@ -231,6 +239,23 @@ def simulate(eval_seconds: list[float], full_eval_s: float, batches: list[int],
     return total
 
 
+def memory_run(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The 2-worker MobileNetV2 AMP search on ``--memory-eval`` crops whose peak is the target,
+    with each process's own peak."""
+    model = folder / "mobilenet_v2.onnx"
+    if not model.exists():
+        export_mobilenet_v2(model)
+    np.savez(folder / "eval_large.npz", x=assets.natural_images(args.memory_eval, seed=1))
+    np.savez(folder / "calib_large.npz",
+             x=assets.natural_images(args.eval + args.calib, seed=0)[args.eval:])
+    large = [str(model), "--data", str(folder / "eval_large.npz"), "--calib-data",
+             str(folder / "calib_large.npz"), "--metric", "agreement", "--hw", "npu"]
+    run = run_search([*large, "--method", "amp", "--workers", "2"], folder / "search-large")
+    run.pop("policy")
+    print("memory run", run, flush=True)
+    return {f"mobilenet_amp_search_{args.memory_eval}_crops_2_workers": run}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval", type=int, default=128, help="MobileNetV2 evaluation crops")
@@ -241,11 +266,20 @@ def main() -> None:
                         help="crops of the 2-worker search whose peak memory is the target")
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the 2-worker memory run, merged into --out")
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "executors.json")
     args = parser.parse_args()
     ray = not args.skip_ray
     assets.ensure_packages()
+    if args.memory_only:
+        record = json.loads(args.out.read_text()) if args.out.exists() else {}
+        with tempfile.TemporaryDirectory() as tmp:
+            record.update(memory_run(Path(tmp), args))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        return
     record: dict[str, Any] = {"machine_cores": os.cpu_count(), "eval_crops": args.eval}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -279,15 +313,7 @@ def main() -> None:
                                             folder / f"search-{name}")
                 print(name, {k: v for k, v in searches[name].items() if k != "policy"},
                       flush=True)
-            np.savez(folder / "eval_large.npz",
-                     x=assets.natural_images(args.memory_eval, seed=1))
-            large = [str(model), "--data", str(folder / "eval_large.npz"), "--calib-data",
-                     str(folder / "calib.npz"), "--metric", "agreement", "--hw", "npu"]
-            memory_run = run_search([*large, "--method", "amp", "--workers", "2"],
-                                    folder / "search-large")
-            memory_run.pop("policy")
-            print("memory run", memory_run, flush=True)
-            record[f"mobilenet_amp_search_{args.memory_eval}_crops_2_workers"] = memory_run
+            record.update(memory_run(folder, args))
             policies = [row.pop("policy") for row in searches.values()]
             searches["same_policy"] = all(p == policies[0] for p in policies)
             searches["speedup_local_2_vs_in_process"] = (searches["in_process"]["wall_s"]

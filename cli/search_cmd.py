@@ -15,7 +15,12 @@ from smpq_onnx.cli.progress import TerminalProgress
 from smpq_onnx.errors import AccuracyTargetMissedError
 from smpq_onnx.strategy.baselines import METHODS
 from smpq_onnx.strategy.game import SEMANTICS
-from smpq_onnx.strategy.smpq import DEFAULT_MAX_EVALS, SEARCH_ESTIMATORS, SearchSettings
+from smpq_onnx.strategy.smpq import (
+    DEFAULT_MAX_EVALS,
+    GAMES,
+    SEARCH_ESTIMATORS,
+    SearchSettings,
+)
 
 
 @click.command("search")
@@ -30,12 +35,16 @@ from smpq_onnx.strategy.smpq import DEFAULT_MAX_EVALS, SEARCH_ESTIMATORS, Search
 @click.option("--method", type=click.Choice(list(METHODS)), default="shapley", show_default=True,
               help="shapley (SMPQ) or a baseline: uniform, random, context, amp, dmpq "
               "(needs torch) or evolution (regularized evolution, --max-evals evaluations).")
+@click.option("--game", type=click.Choice(list(GAMES)), default=SearchSettings.game,
+              show_default=True, help="shapley: local = contributions measured one bit-width "
+              "step around policies that fit the budget (trust region); global = the paper's "
+              "game over every option, absent layers at --reference.")
 @click.option("--estimator", type=click.Choice(list(SEARCH_ESTIMATORS)),
               default=SearchSettings.estimator, show_default=True, help="Shapley estimator.")
-@click.option("--samples", type=int, help="M: permutations (pairs, Owen levels) per round "
-              "(default: up to 10, sized to --max-evals).")
-@click.option("--rounds", type=int, help="K: rounds between alpha updates (default: up to 2, "
-              "sized to --max-evals).")
+@click.option("--samples", type=int, help="M: permutations (pairs, Owen levels) per round, "
+              "or per window of --game local (default: sized to --max-evals, up to 10).")
+@click.option("--rounds", type=int, help="K: rounds between alpha updates, or windows of "
+              "--game local (default: sized to --max-evals, up to 2 rounds or 4 windows).")
 @click.option("--max-evals", type=int, default=DEFAULT_MAX_EVALS, show_default=True,
               help="Evaluation budget that sizes the default --samples/--rounds.")
 @click.option("--semantics", type=click.Choice(list(SEMANTICS)), default="hard",
@@ -87,7 +96,8 @@ from smpq_onnx.strategy.smpq import DEFAULT_MAX_EVALS, SEARCH_ESTIMATORS, Search
 @input_shape_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report JSON to stdout.")
 def search_command(model: Path | None, hw_name: str, data: str | None, calib_data: str | None,
-                   metric: str | None, method: str, estimator: str, samples: int | None,
+                   metric: str | None, method: str, game: str, estimator: str,
+                   samples: int | None,
                    rounds: int | None, max_evals: int, semantics: str, reference_text: str,
                    truncation: float, xi: float, beta: float, selection: str, seed: int,
                    budget_bops: int | None, budget_bops_ratio: float | None,
@@ -103,7 +113,8 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
     with TerminalProgress(enabled=not as_json) as progress:
         outcome = search(
             model, hw=hw_name, data=data, calib_data=calib_data, metric=metric, method=method,
-            estimator=estimator, samples=samples, rounds=rounds, max_evals=max_evals,
+            game=game, estimator=estimator, samples=samples, rounds=rounds,
+            max_evals=max_evals,
             semantics=semantics, reference=reference_text, truncation=truncation, xi=xi,
             beta=beta, selection=selection, seed=seed, budget_bops=budget_bops,
             budget_bops_ratio=budget_bops_ratio, budget_flash=budget_flash,

@@ -254,6 +254,8 @@ def make_arena(data: ModelData, profile_name: str, histograms: dict[str, Streami
         labels[MCU_BUDGET] = "mcu flash + SRAM limits"
     else:
         for key, option in FLEXIBLE_BUDGETS:
+            if option not in profile.options:  # e.g. npu: budgets are set by the caller
+                continue
             budgets[key] = Budget(bops=costs.cost(space.uniform(option)).bops)
             labels[key] = f"BOPs of uniform {option}"
     infeasible = {}

@@ -21,12 +21,12 @@ from smpq_onnx.api.context import DEFAULT_ROUNDING, Progress, QuantizationContex
 from smpq_onnx.api.executing import ExecutorChoice
 from smpq_onnx.api.results import SearchOutcome
 from smpq_onnx.engine.evalstore import EvaluationStore, fingerprint
-from smpq_onnx.engine.evaluator import ENGINE_VERSION
+from smpq_onnx.engine.evaluator import ENGINE_VERSION, Evaluator
 from smpq_onnx.errors import InvalidArgumentError, SmpqError
 from smpq_onnx.export.emit import encodings, save_model_atomic, write_json_atomic
 from smpq_onnx.hardware.budget import W8A8_BITS, Budget
 from smpq_onnx.model.runtime import describe_provider
-from smpq_onnx.quant.options import Option
+from smpq_onnx.quant.options import FP32, Option
 from smpq_onnx.quant.policy import write_policy, write_text_atomic
 from smpq_onnx.report.document import build_report, markdown
 from smpq_onnx.report.plots import bits_per_layer, contribution_heatmap, metric_vs_bops
@@ -40,11 +40,13 @@ from smpq_onnx.strategy.baselines import (
 from smpq_onnx.strategy.dmpq.search import DmpqSettings, dmpq_search
 from smpq_onnx.strategy.evolution import evolution_search
 from smpq_onnx.strategy.game import SEMANTICS, QuantizationGame
+from smpq_onnx.strategy.local import local_search
 from smpq_onnx.strategy.pins import resolve_pins
 from smpq_onnx.strategy.refine import refined
 from smpq_onnx.strategy.smpq import (
     CONTROL_VARIATE,
     DEFAULT_MAX_EVALS,
+    GAMES,
     SEARCH_ESTIMATORS,
     SearchResult,
     SearchSettings,
@@ -65,6 +67,7 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
            metric: str | None = None, method: str = "shapley",
            estimator: str = SearchSettings.estimator, samples: int | None = None,
            rounds: int | None = None, max_evals: int = DEFAULT_MAX_EVALS,
+           game: str = SearchSettings.game,
            semantics: str = "hard", reference: str = "FP32",
            truncation: float | None = SearchSettings.truncation, xi: float = SearchSettings.xi,
            beta: float = SearchSettings.beta, selection: str = "knapsack", seed: int = 0,
@@ -104,6 +107,11 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     one_of(estimator, list(SEARCH_ESTIMATORS), "estimator")
     one_of(semantics, list(SEMANTICS), "semantics")
     one_of(selection, SELECTIONS, "selection")
+    one_of(game, list(GAMES), "game")
+    if game == "local" and method == "shapley" and (
+            semantics != "hard" or selection != "knapsack" or Option.parse(reference) != FP32):
+        raise InvalidArgumentError("--semantics mix, --selection paper and --reference belong "
+                                   "to the paper's game: add --game global")
     if max_drop is not None and method != "shapley":
         raise InvalidArgumentError("--max-drop works with --method shapley")
     if not 0.0 <= refine_share < 1.0:
@@ -127,28 +135,32 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     context.evaluator.store = store
     base = SearchSettings(estimator=estimator, selection=selection, seed=seed, xi=xi,
                           beta=beta, truncation=truncation or None, semantics=semantics,
-                          reference=str(Option.parse(reference)))
+                          reference=str(Option.parse(reference)), game=game)
     pinned = resolve_pins(context.space, pins, keep_first_last=keep_first_last)
-    game = QuantizationGame(context.space, reference=Option.parse(base.reference),
-                            semantics=semantics, pins=pinned)
+    quant_game = QuantizationGame(context.space, reference=Option.parse(base.reference),
+                                  semantics=semantics, pins=pinned)
     shapley_evals = max(1, round(max_evals * (1.0 - refine_share)))
-    settings = (sized_settings(game, base, max_evals=shapley_evals, samples=samples,
-                               rounds=rounds) if game.players else base)
+    sized = bool(quant_game.players) and base.game == "global"  # the local game sizes each window
+    settings = (sized_settings(quant_game, base, max_evals=shapley_evals, samples=samples,
+                               rounds=rounds) if sized else base)
     try:
         spread.attach(context.evaluator)
         before = context.evaluator.n_evaluations
-        result = (run_method(method, game, context, budget, settings, max_evals, progress)
-                  if game.players else pinned_only(game, context, budget))
+        result = (run_method(method, quant_game, context, budget, settings, max_evals,
+                             progress, samples=samples, rounds=rounds,
+                             shapley_evals=shapley_evals)
+                  if quant_game.players else pinned_only(quant_game, context, budget))
         remaining = max_evals - (context.evaluator.n_evaluations - before)
-        if refine_share and game.players:  # none left when the estimator overshot: 0 spent
+        if refine_share and quant_game.players:  # none left when the estimator overshot
             result = refined(result, context.evaluator, context.costs, budget,
                              evaluations=max(remaining, 0), seed=seed)
         missed = None
-        if max_drop is not None and game.players:
+        if max_drop is not None and quant_game.players:
             result, missed = cheapest_within(result, context, budget, max_drop)
         result = as_deployed(result, context)
         executor_report = spread.describe(context.evaluator)
     finally:
+        context.evaluator.on_evaluation = None
         spread.close(context.evaluator)
         store.close()
     result.phases = {"setup_s": setup_s - context.rounding_s, "rounding_s": context.rounding_s,
@@ -162,8 +174,14 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
 
 def run_method(method: str, game: QuantizationGame, context: QuantizationContext,
                budget: Budget, settings: SearchSettings, max_evals: int,
-               progress: Progress | None) -> SearchResult:
+               progress: Progress | None, *, samples: int | None = None,
+               rounds: int | None = None, shapley_evals: int | None = None) -> SearchResult:
+    """``samples`` and ``rounds`` (None: sized) are the local game's Owen samples per
+    window and windows; ``shapley_evals`` its evaluations (default ``max_evals``)."""
     evaluator, costs = context.evaluator, context.costs
+    if method != "shapley" and progress is not None:
+        count_evaluations(evaluator, method, expected_evaluations(method, game, max_evals),
+                          progress)
     if method == "uniform":
         return uniform_search(game, evaluator, costs, budget)
     if method == "random":
@@ -179,7 +197,37 @@ def run_method(method: str, game: QuantizationGame, context: QuantizationContext
     if method == "dmpq":
         return dmpq_search(game, evaluator, costs, budget, calib_data=context.calib_data,
                            settings=DmpqSettings(seed=settings.seed))
+    if settings.game == "local":
+        return local_search(game, evaluator, costs, budget, settings,
+                            max_evals=shapley_evals or max_evals, samples=samples,
+                            windows=rounds, progress=progress)
     return shapley_search(game, evaluator, costs, budget, settings, progress)
+
+
+def expected_evaluations(method: str, game: QuantizationGame, max_evals: int) -> int:
+    """About how many evaluations a baseline makes (its progress bar's length)."""
+    free = [unit for unit in game.units if not unit.pinned]
+    if method in ("random", "evolution"):
+        return max_evals
+    if method == "amp":  # each unit alone at each lower option, then the chosen point
+        return 2 + sum(len(unit.options) - 1 for unit in free)
+    if method == "context":
+        per_option = 2 if game.split_sides else 1
+        return 1 + per_option * sum(len(unit.options) for unit in free)
+    return 1
+
+
+def count_evaluations(evaluator: Evaluator, method: str, total: int,
+                      progress: Progress) -> None:
+    """Report ``method``'s evaluations (from any worker) as they are recorded."""
+    start = evaluator.n_evaluations
+
+    def recorded(n: int) -> None:
+        done = n - start
+        if done <= total:  # the bar closes at ``total``; later evaluations are not drawn
+            progress(method, done, total)
+
+    evaluator.on_evaluation = recorded
 
 
 def pinned_only(game: QuantizationGame, context: QuantizationContext,
@@ -242,7 +290,7 @@ def cheapest_within(result: SearchResult, context: QuantizationContext, budget: 
     """
     scale = 100.0 if context.metric.percent else 1.0
     target = result.fp32_score - max_drop / scale
-    costs, evaluator, game = context.costs, context.evaluator, result.game
+    costs, evaluator, game = context.costs, context.evaluator, result.played
     assert result.phi is not None, "--max-drop needs Shapley values"
     phi = result.phi
     best_ok = result if result.score >= target else None

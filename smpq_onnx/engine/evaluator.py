@@ -146,6 +146,8 @@ class Evaluator:
         self.store: EvaluationStore | None = None
         self.executor: Executor | None = None
         """Where :meth:`evaluate_many` runs its batches (None: here, one after another)."""
+        self.on_evaluation: Callable[[int], None] | None = None
+        """Called with :attr:`n_evaluations` after each new evaluation, from any executor."""
         self._prefix_cache_bytes = prefix_cache_bytes
         self.reference = (self._run(self.runtime.session(self._base_bytes))
                           if reference is None else reference)
@@ -185,6 +187,8 @@ class Evaluator:
         self.n_evaluations += 1
         if self.store is not None:
             self.store.put(policy, score)
+        if self.on_evaluation is not None:
+            self.on_evaluation(self.n_evaluations)
         return result
 
     def worker_spec(self) -> WorkerSpec:
@@ -227,6 +231,25 @@ class Evaluator:
     def run_model(self, model: bytes) -> np.ndarray:
         """First output of a whole model (same inputs) on the evaluation set, in a new session."""
         return self._run(self.runtime.session(model))
+
+    def paired_win_rate(self, challenger: np.ndarray, incumbent: np.ndarray, *,
+                        resamples: int = 400, seed: int = 0) -> float | None:
+        """How often ``challenger``'s outputs score above ``incumbent``'s on bootstrap
+        resamples of the evaluation samples, the same samples for both (ties count half): a
+        paired comparison, so the noise both share cancels. None where a metric's rows are
+        not samples (token masks)."""
+        if self.token_mask is not None:
+            return None
+        rng = np.random.default_rng(seed)
+        n, labels = len(self.reference), self.data.labels
+        wins = 0.0
+        for _ in range(resamples):
+            rows = rng.integers(0, n, n)
+            picked = None if labels is None else labels[rows]
+            a = self.metric(challenger[rows], self.reference[rows], picked)
+            b = self.metric(incumbent[rows], self.reference[rows], picked)
+            wins += 1.0 if a > b else 0.5 if a == b else 0.0
+        return wins / resamples
 
     def score_outputs(self, outputs: np.ndarray) -> float:
         if self.token_mask is not None:

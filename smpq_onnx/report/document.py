@@ -22,7 +22,7 @@ def build_report(result: SearchResult, *, method: str, model: str, profile: str,
                  history: list[dict[str, Any]],
                  phases: dict[str, float], n_eval: int, provider: str,
                  rounding: dict[str, Any] | None = None) -> dict[str, Any]:
-    game = result.game
+    game = result.played
     contributions = []
     for i, player in enumerate(game.players if result.phi is not None else ()):
         contributions.append({"unit": game.unit_names[player.unit], "side": player.side,

@@ -20,6 +20,8 @@ Only the realized policy is evaluated, and the evaluator memoizes it.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -89,7 +91,6 @@ class QuantizationGame:
                 common &= set(space.options[name])
             options = tuple(sorted(o for o in common if not o.is_float))
             units.append(Unit(group.name, group.layers, options))
-        self.units = tuple(units)
         free = [u for u in units if not u.pinned]
         full_grid = all(
             {(o.w_bits, o.a_bits) for o in u.options}
@@ -97,19 +98,50 @@ class QuantizationGame:
                                                                        for o in u.options}}
             for u in free)
         self.split_sides = full_grid if split_sides is None else split_sides
+        self.floors: tuple[Option, ...] | None = None
+        """Per unit, its precision when no player of it is present (None: ``reference``)."""
+        self._set_units(tuple(units))
+
+    def _set_units(self, units: tuple[Unit, ...]) -> None:
+        self.units = units
         players: list[Player] = []
         for index, unit in enumerate(self.units):
             if unit.pinned:
                 continue
+            floor = self.floors[index] if self.floors is not None else None
             if self.split_sides:
                 players += [Player(index, "w", w, FLOAT_BITS)
-                            for w in sorted({o.w_bits for o in unit.options})]
+                            for w in sorted({o.w_bits for o in unit.options})
+                            if floor is None or w != floor.w_bits]
                 players += [Player(index, "a", FLOAT_BITS, a)
-                            for a in sorted({o.a_bits for o in unit.options})]
+                            for a in sorted({o.a_bits for o in unit.options})
+                            if floor is None or a != floor.a_bits]
             else:
-                players += [Player(index, "wa", o.w_bits, o.a_bits) for o in unit.options]
+                players += [Player(index, "wa", o.w_bits, o.a_bits) for o in unit.options
+                            if o != floor]
         self.players = tuple(players)
         self.unit_names = [u.name for u in self.units]
+
+    def window(self, floors: Sequence[Option], options: Sequence[Sequence[Option]]
+               ) -> QuantizationGame:
+        """The game restricted to ``options[k]`` per unit, absent players meaning
+        ``floors[k]`` (one of them) instead of the reference precision: a game played around
+        networks near a budget (:mod:`smpq_onnx.strategy.local`). Pinned units keep their pin.
+        """
+        local = copy.copy(self)
+        units = []
+        for unit, floor, legal in zip(self.units, floors, options, strict=True):
+            if unit.pinned:
+                units.append(unit)
+                continue
+            if floor not in legal or any(o not in unit.options for o in legal):
+                raise ValueError(f"window of unit {unit.name}: {floor} and {legal} must be "
+                                 "legal options, the floor among them")
+            units.append(dataclasses.replace(unit, options=tuple(sorted(legal))))
+        local.floors = tuple(unit.options[0] if unit.pinned else floor
+                             for unit, floor in zip(self.units, floors, strict=True))
+        local._set_units(tuple(units))
+        return local
 
     def realize(self, present: Iterable[int], alpha: np.ndarray | None = None) -> Policy:
         """The policy of the coalition given by player indices."""
@@ -117,10 +149,11 @@ class QuantizationGame:
         for index in present:
             player = self.players[index]
             by_side.setdefault((player.unit, player.side), []).append(index)
-        reference = {"w": {(self.reference.w_bits, FLOAT_BITS): 1.0},
-                     "a": {(FLOAT_BITS, self.reference.a_bits): 1.0}}
         chosen: dict[str, Option] = {}
         for unit_index, unit in enumerate(self.units):
+            floor = self.floors[unit_index] if self.floors is not None else self.reference
+            reference = {"w": {(floor.w_bits, FLOAT_BITS): 1.0},
+                         "a": {(FLOAT_BITS, floor.a_bits): 1.0}}
             if unit.pinned:
                 option: Option = unit.options[0]
             elif self.split_sides:
@@ -131,7 +164,7 @@ class QuantizationGame:
             else:
                 joint = self._shares(by_side.get((unit_index, "wa"), []), alpha)
                 if not joint:
-                    option = self.reference
+                    option = floor
                 else:
                     w_shares: dict[int, float] = {}
                     a_shares: dict[int, float] = {}
@@ -183,12 +216,12 @@ class QuantizationGame:
             for option in unit.options:
                 if unit.pinned:
                     table[option] = 0.0
-                elif self.split_sides:
-                    w = lookup[Player(unit_index, "w", option.w_bits, FLOAT_BITS)]
-                    a = lookup[Player(unit_index, "a", FLOAT_BITS, option.a_bits)]
-                    table[option] = float(phi[w] + phi[a])
+                elif self.split_sides:  # a floor width has no player: utility 0
+                    w = lookup.get(Player(unit_index, "w", option.w_bits, FLOAT_BITS))
+                    a = lookup.get(Player(unit_index, "a", FLOAT_BITS, option.a_bits))
+                    table[option] = sum(float(phi[i]) for i in (w, a) if i is not None)
                 else:
-                    table[option] = float(phi[lookup[Player(unit_index, "wa", option.w_bits,
-                                                            option.a_bits)]])
+                    joint = lookup.get(Player(unit_index, "wa", option.w_bits, option.a_bits))
+                    table[option] = 0.0 if joint is None else float(phi[joint])
             tables.append(table)
         return tables

@@ -8,6 +8,8 @@ subject to  sum_o x[k, o] = 1                                   for every unit k
             sum_{b live at t} y_b <= SRAM                        for each distinct live set t
 Additive resources: BOPs, weight bytes (flash), latency. Peak activation memory is a max over
 the schedule, so it gets one constraint per live set, with y_b the storage of buffer b.
+Pairwise terms (interactions of two units' options) add v[k, o, l, p] z to the objective, the
+product z = x[k, o] x[l, p] linearized: z <= x[k, o], z <= x[l, p], z >= x[k, o] + x[l, p] - 1.
 Solved by scipy's HiGHS (``scipy.optimize.milp``). ``best_k`` solves again with no-good cuts
 to list the next-best distinct choices.
 """
@@ -43,6 +45,14 @@ class KnapsackProblem:
     budgets: dict[str, float] = field(default_factory=dict)
     """Per additive resource, the budget left once fixed costs are taken off."""
     memory: MemoryModel | None = None
+    pairs: dict[tuple[int, int, int, int], float] = field(default_factory=dict)
+    """(unit k, option o, unit l, option p) -> utility added when both are chosen (k != l)."""
+
+    def objective(self, choice: Sequence[int]) -> float:
+        """The utility of ``choice``, pairwise terms included."""
+        total = sum(float(self.utilities[k][o]) for k, o in enumerate(choice))
+        return total + sum(value for (k, o, m, p), value in self.pairs.items()
+                           if choice[k] == o and choice[m] == p)
 
 
 class Infeasible(Exception):
@@ -70,7 +80,8 @@ def solve(problem: KnapsackProblem, *, exclude: Sequence[Sequence[int]] = ()) ->
         if memory is not None and "sram" in over:
             memory = MemoryModel(memory.buffer_bytes, memory.float_bytes, memory.live_sets,
                                  memory.limit - over["sram"] - margin * max(memory.limit, 1.0))
-        current = KnapsackProblem(current.utilities, current.costs, budgets, memory)
+        current = KnapsackProblem(current.utilities, current.costs, budgets, memory,
+                                  current.pairs)
     raise Infeasible("the solver's choices keep overshooting a budget")
 
 
@@ -98,9 +109,13 @@ def _solve_once(problem: KnapsackProblem, exclude: Sequence[Sequence[int]]) -> l
     n_x = int(offsets[-1])
     memory = problem.memory
     n_y = len(memory.float_bytes) if memory is not None else 0
-    n = n_x + n_y
+    pairs = [(k, o, m, p, value) for (k, o, m, p), value in problem.pairs.items() if value]
+    if any(k == m for k, _, m, _, _ in pairs):
+        raise ValueError("a pairwise term joins two different units")
+    n = n_x + n_y + len(pairs)
     objective = np.zeros(n)
     objective[:n_x] = -np.concatenate(problem.utilities)  # milp minimizes
+    objective[n_x + n_y:] = [-value for *_, value in pairs]
     rows, lower, upper = [], [], []
 
     def add(row: np.ndarray, lo: float, hi: float) -> None:
@@ -127,6 +142,15 @@ def _solve_once(problem: KnapsackProblem, exclude: Sequence[Sequence[int]]) -> l
             row = np.zeros(n)
             row[n_x:] = live.astype(float)
             add(row, -np.inf, memory.limit)
+    for j, (k, o, m, p, _) in enumerate(pairs):  # z_j = x[k, o] * x[m, p]
+        z = n_x + n_y + j
+        for unit, option in ((k, o), (m, p)):
+            row = np.zeros(n)
+            row[z], row[offsets[unit] + option] = 1, -1
+            add(row, -np.inf, 0)
+        row = np.zeros(n)
+        row[z], row[offsets[k] + o], row[offsets[m] + p] = 1, -1, -1
+        add(row, -1, np.inf)
     for choice in exclude:
         row = np.zeros(n)
         for unit, option in enumerate(choice):
@@ -137,9 +161,10 @@ def _solve_once(problem: KnapsackProblem, exclude: Sequence[Sequence[int]]) -> l
     upper_bounds = np.ones(n)
     integrality = np.ones(n)
     if memory is not None:
-        lower_bounds[n_x:] = memory.float_bytes
-        upper_bounds[n_x:] = np.inf
-        integrality[n_x:] = 0
+        lower_bounds[n_x:n_x + n_y] = memory.float_bytes
+        upper_bounds[n_x:n_x + n_y] = np.inf
+        integrality[n_x:n_x + n_y] = 0
+    integrality[n_x + n_y:] = 0  # exact products of binaries: no need to branch on them
     result = milp(objective, constraints=LinearConstraint(np.array(rows), lower, upper),
                   integrality=integrality, bounds=Bounds(lower_bounds, upper_bounds),
                   options={"presolve": True})

@@ -69,6 +69,12 @@ class SearchSettings:
     selection: str = "knapsack"
     candidates: int = 3
     seed: int = 0
+    game: str = "local"
+    """``local``: the budget-local game of :mod:`smpq_onnx.strategy.local`; ``global``: the
+    paper's game over every option, absent units at the reference precision."""
+
+
+GAMES = ("local", "global")
 
 
 @dataclass
@@ -86,6 +92,14 @@ class SearchResult:
     phases: dict[str, float] = field(default_factory=dict)
     details: dict[str, float | int | str] = field(default_factory=dict)
     """Method-specific facts worth reporting (dmpq: selection rule used, attempts, cd)."""
+    player_game: QuantizationGame | None = None
+    """The game whose players ``phi`` is aligned with, when not ``game`` (the budget-local
+    search's last window)."""
+
+    @property
+    def played(self) -> QuantizationGame:
+        """The game of ``phi``'s players."""
+        return self.player_game if self.player_game is not None else self.game
 
 
 def expected_sample_cost(game: QuantizationGame, estimator: str) -> float:

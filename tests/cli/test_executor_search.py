@@ -4,7 +4,9 @@ without repeating one."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -42,6 +44,32 @@ def test_the_same_policy_in_process_on_local_workers_and_on_ray(tmp_path: Path) 
         assert len(workers) == 2 and min(workers) > 0
         assert sum(spread["per_worker"].values()) == report["evaluations"]
     assert reports["local"]["evaluations"] == reports["threads"]["evaluations"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_search_joins_a_ray_cluster_by_address(tmp_path: Path) -> None:
+    """The README's cluster steps: ``ray start --head``, then ``--ray-address``."""
+    ray_cli = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+    port = _free_port()
+    subprocess.run([ray_cli, "start", "--head", "--node-ip-address=127.0.0.1",
+                    f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                    "--disable-usage-stats"], check=True, capture_output=True, timeout=180)
+    try:
+        joined = search(tmp_path / "cluster", "--executor", "ray", "--workers", "2",
+                        "--ray-address", f"127.0.0.1:{port}")
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=120)
+    search(tmp_path / "threads")
+    assert (tmp_path / "cluster" / "policy.json").read_bytes() == \
+        (tmp_path / "threads" / "policy.json").read_bytes()
+    spread = joined["executor"]
+    assert (spread["name"], spread["address"]) == ("ray", f"127.0.0.1:{port}")
+    assert min(n for name, n in spread["per_worker"].items() if name != "search process") > 0
 
 
 @pytest.mark.parametrize(("extra", "message"), [
@@ -151,3 +179,25 @@ def test_every_batching_method_finds_the_same_policy_on_workers(tmp_path: Path,
         found[workers] = ((out / "policy.json").read_bytes(),
                           json.loads(result.stdout)["evaluations"])
     assert found["1"] == found["2"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_baselines_progress_counts_the_evaluations_of_every_worker(tmp_path: Path,
+                                                                     workers: int) -> None:
+    import numpy as np
+    import onnx
+    from conftest import conv_chain
+
+    from smpq_onnx import search as api_search
+
+    model, data = tmp_path / "chain.onnx", tmp_path / "data.npz"
+    onnx.save(conv_chain(), str(model))
+    np.savez(data, x=np.random.default_rng(5).normal(size=(96, 3, 8, 8)).astype(np.float32))
+    seen: list[tuple[str, int, int]] = []
+    outcome = api_search(str(model), data=str(data), method="random", max_evals=30,
+                         workers=workers, out=str(tmp_path / "out"),
+                         progress=lambda phase, done, total: seen.append((phase, done, total)))
+    counted = [done for phase, done, total in seen if phase == "random"]
+    assert counted == list(range(1, len(counted) + 1))
+    assert {total for phase, _, total in seen if phase == "random"} == {30}
+    assert counted[-1] == min(outcome.report["evaluations"], 30)

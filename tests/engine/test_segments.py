@@ -144,3 +144,16 @@ def test_boundary_cache_keeps_bytes_under_its_cap_in_lru_order() -> None:
     assert cache.bytes == 3 * 400 and len(cache) == 3
     cache.put("huge", [np.zeros(1000, np.float32)])  # larger than the cap: not kept
     assert cache.get("huge") is None and cache.bytes <= cache.max_bytes
+
+
+def test_a_paired_comparison_sees_through_the_noise_both_policies_share() -> None:
+    evaluator = make_evaluator()
+    reference = evaluator.reference
+    noise = np.random.default_rng(3).normal(size=reference.shape).astype(np.float32)
+    worse, better = reference + noise, reference + 0.9 * noise
+    assert evaluator.paired_win_rate(worse, worse) == 0.5  # ties count half
+    assert evaluator.paired_win_rate(better, worse) == 1.0
+    assert evaluator.paired_win_rate(worse, better) == 0.0
+    # Two policies' outputs with independent noise of one size: no confident winner.
+    other = reference + np.random.default_rng(4).normal(size=reference.shape)
+    assert 0.02 < evaluator.paired_win_rate(other.astype(np.float32), worse) < 0.98

@@ -80,3 +80,39 @@ def test_mix_of_joint_players_mixes_each_side_with_summed_shares(model) -> None:
     third, two_thirds = round(1 / 3, 9), round(2 / 3, 9)
     assert option.w_shares == ((4, third), (8, two_thirds))
     assert option.a_shares == ((8, two_thirds), (16, third))
+
+
+def test_a_window_game_plays_one_step_around_its_center(model) -> None:
+    from smpq_onnx.strategy.local import window_around
+
+    full = game(model)
+    center = [Option(4, 4)] * len(full.units)
+    local = full.window(*window_around(full, center))
+    assert all(set(unit.options) == {Option(w, a) for w in (3, 4, 5) for a in (3, 4, 5)}
+               for unit in local.units)
+    # Absent players mean the floor, one step below the center on both sides.
+    assert all(unit_option(local, local.realize([]), k) == Option(3, 3)
+               for k in range(len(local.units)))
+    assert {(p.side, p.w_bits, p.a_bits) for p in local.players if p.unit == 0} == \
+        {("w", 4, 32), ("w", 5, 32), ("a", 32, 4), ("a", 32, 5)}
+    present = [index(local, 0, "w", 5, 32), index(local, 0, "w", 4, 32),
+               index(local, 0, "a", 32, 4)]
+    assert unit_option(local, local.realize(present), 0) == Option(5, 4)  # most bits present
+    assert unit_option(local, local.realize(present), 1) == Option(3, 3)
+    phi = np.arange(len(local.players), dtype=float) + 1.0
+    table = local.unit_utilities(phi)[0]
+    assert table[Option(3, 3)] == 0.0  # the floor has no player
+    assert table[Option(5, 3)] == phi[index(local, 0, "w", 5, 32)]
+    assert table[Option(4, 5)] == phi[index(local, 0, "w", 4, 32)] + phi[
+        index(local, 0, "a", 32, 5)]
+
+
+def test_a_window_at_the_edge_of_the_legal_widths_has_no_step_beyond_it(model) -> None:
+    from smpq_onnx.strategy.local import window_around
+
+    full = game(model)
+    center = [Option(2, 8)] * len(full.units)
+    floors, windows = window_around(full, center)
+    assert set(floors) == {Option(2, 7)}  # no weight width below 2: the floor keeps W2
+    assert all({o.w_bits for o in w} == {2, 3} and {o.a_bits for o in w} == {7, 8}
+               for w in windows)

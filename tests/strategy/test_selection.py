@@ -87,3 +87,51 @@ def test_budget_always_met_and_optimal(seed: int, fraction: float) -> None:
     assert sum(cost[k][o] for k, o in enumerate(choice)) <= budget + 1e-9
     best = max(sum(util[k][o] for k, o in enumerate(c)) for c in feasible)
     assert sum(util[k][o] for k, o in enumerate(choice)) == pytest.approx(best, abs=1e-9)
+
+
+def test_a_pairwise_penalty_keeps_two_sensitive_units_from_failing_together() -> None:
+    # Alone, each unit's low option loses 1; together they lose 1 + 1 + 5 (hand-computed).
+    util = [np.array([0.0, -1.0]), np.array([0.0, -1.0]), np.array([0.0, -2.5])]
+    bops = [np.array([4.0, 1.0])] * 3
+    pairs = {(0, 1, 1, 1): -5.0}
+    budget = {"bops": 8.0}  # two of the three units must take their low option
+    without = solve(KnapsackProblem(util, {"bops": bops}, budget))
+    assert without == [1, 1, 0]  # -2 beats -3.5 when the pair is unseen
+    problem = KnapsackProblem(util, {"bops": bops}, budget, pairs=pairs)
+    choice = solve(problem)
+    assert sorted([choice[0], choice[1]]) == [0, 1] and choice[2] == 1  # -3.5 beats -7
+    assert problem.objective(choice) == pytest.approx(-3.5)
+    assert problem.objective([1, 1, 0]) == pytest.approx(-7.0)
+
+
+def test_a_pairwise_bonus_is_taken_only_when_both_options_are() -> None:
+    util = [np.array([0.0, 2.0]), np.array([0.0, -1.0])]
+    bops = [np.array([0.0, 2.0]), np.array([0.0, 2.0])]
+    pairs = {(0, 1, 1, 1): 3.0}
+    assert solve(KnapsackProblem(util, {"bops": bops}, {"bops": 4.0}, pairs=pairs)) == [1, 1]
+    assert solve(KnapsackProblem(util, {"bops": bops}, {"bops": 3.0}, pairs=pairs)) == [1, 0]
+    with pytest.raises(ValueError, match="two different units"):
+        solve(KnapsackProblem(util, {"bops": bops}, {"bops": 4.0}, pairs={(0, 1, 0, 0): 1.0}))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.3, 1.0))
+def test_pairwise_terms_optimal_against_brute_force(seed: int, fraction: float) -> None:
+    rng = np.random.default_rng(seed)
+    util = [rng.normal(size=3) for _ in range(4)]
+    cost = [np.sort(rng.uniform(1, 10, size=3)) for _ in range(4)]
+    pairs = {(k, o, m, p): float(rng.normal(scale=2.0))
+             for k, m in [(0, 1), (1, 3), (0, 2)] for o in range(3) for p in range(3)
+             if rng.random() < 0.5}
+    budget = fraction * sum(c.max() for c in cost)
+    problem = KnapsackProblem(util, {"bops": cost}, {"bops": budget}, pairs=pairs)
+    feasible = [c for c in itertools.product(range(3), repeat=4)
+                if sum(cost[k][o] for k, o in enumerate(c)) <= budget]
+    if not feasible:
+        with pytest.raises(Infeasible):
+            solve(problem)
+        return
+    choice = solve(problem)
+    assert sum(cost[k][o] for k, o in enumerate(choice)) <= budget + 1e-9
+    best = max(problem.objective(c) for c in feasible)
+    assert problem.objective(choice) == pytest.approx(best, abs=1e-6)

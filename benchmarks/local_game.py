@@ -1,0 +1,134 @@
+"""Does the budget-local game beat the paper's game and AMP at AMP's evaluation count?
+
+On the bundled Fashion-MNIST ResNet (search on 1000 validation images, top-1 of the chosen
+policy's emitted model on the 10k test set, as ``compare.py`` does), ``flexible`` profile,
+BOPs budgets of uniform W4A8, W3A8, W4A4 and W3A4 (0.5, 0.375, 0.25 and 0.1875x W8A8):
+
+- ``amp``: AIMET's post-training mixed precision, run first (deterministic, one seed): its
+  evaluation count is everyone's ``--max-evals``;
+- ``global``: SMPQ on the paper's game (absent units FP32) sized to that count;
+- ``local``: SMPQ on the budget-local game (:mod:`smpq_onnx.strategy.local`), same count;
+- ``random``: random feasible policies, same count (``--with-random``).
+
+MobileNetV2 (ImageNet weights, agreement with FP32 on natural crops held out from the search)
+on the ``npu`` profile at fractions of its W8A8 BOPs, the issue's headline scenario:
+
+    python benchmarks/local_game.py [--seeds 2] [--budgets w4a4,w3a4] [--out FILE]
+    python benchmarks/local_game.py --model mobilenet_v2 --hw npu --budgets 0.75,0.6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from harness.core import Arena, make_arena
+from harness.data import fashion_resnet, mobilenet_v2
+
+from smpq_onnx.hardware.budget import Budget
+from smpq_onnx.model.runtime import RuntimeConfig
+from smpq_onnx.quant.calibration import collect_histograms
+from smpq_onnx.quant.options import Option
+from smpq_onnx.strategy import local
+from smpq_onnx.strategy.baselines import amp_search, random_search
+from smpq_onnx.strategy.local import local_search
+from smpq_onnx.strategy.smpq import SearchResult, SearchSettings, shapley_search, sized_settings
+
+BUDGETS = {"w4a8": Option(4, 8), "w3a8": Option(3, 8), "w4a4": Option(4, 4),
+           "w3a4": Option(3, 4)}
+
+
+def run(name: str, arena: Arena, budget: Budget, seed: int, count: int) -> SearchResult:
+    game, costs, evaluator = arena.game, arena.costs, arena.search
+    if name == "amp":
+        return amp_search(game, evaluator, costs, budget)
+    if name == "random":
+        return random_search(game, evaluator, costs, budget, evaluations=count, seed=seed)
+    if name == "local":
+        return local_search(game, evaluator, costs, budget, SearchSettings(seed=seed),
+                            max_evals=count)
+    settings = sized_settings(game, SearchSettings(seed=seed), max_evals=count)
+    return shapley_search(game, evaluator, costs, budget, settings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--budgets", default=",".join(BUDGETS))
+    parser.add_argument("--with-random", action="store_true")
+    parser.add_argument("--methods", default="global,local",
+                        help="besides amp (which sets the count unless --count is given)")
+    parser.add_argument("--count", type=int, help="evaluations of every method (skips amp)")
+    parser.add_argument("--measured-candidates", type=int,
+                        help="override local.MEASURED_CANDIDATES (best measured coalitions "
+                        "among the final candidates)")
+    parser.add_argument("--model", choices=("fashion_resnet", "mobilenet_v2"),
+                        default="fashion_resnet")
+    parser.add_argument("--hw", default="flexible")
+    parser.add_argument("--search-crops", type=int, default=64)
+    parser.add_argument("--heldout-crops", type=int, default=256)
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).parent / "results" / "local_game.json")
+    args = parser.parse_args()
+    if args.measured_candidates is not None:
+        local.MEASURED_CANDIDATES = args.measured_candidates
+    runtime = RuntimeConfig()
+    data = (fashion_resnet(n_search=1000, n_calib=256, n_test=10000)
+            if args.model == "fashion_resnet" else
+            mobilenet_v2(n_search=args.search_crops, n_heldout=args.heldout_crops, n_calib=64))
+    histograms = collect_histograms(data.model, data.calib.batches(64),
+                                    [layer.activation for layer in data.model.layers],
+                                    runtime=runtime)
+    arena = make_arena(data, args.hw, histograms, runtime)
+    costs, evaluator = arena.costs, arena.search
+    methods = [*args.methods.split(","), *(["random"] if args.with_random else [])]
+    rows: list[dict[str, Any]] = []
+
+    def record(name: str, key: str, seed: int | None, count: int) -> int:
+        evaluator.forget()  # every method starts cold: the count is its own
+        before, start = evaluator.n_evaluations, time.perf_counter()
+        result = run(name, arena, budget, seed or 0, count)
+        spent = evaluator.n_evaluations - before
+        row = {"method": name, "budget": key, "seed": seed, "search": result.score,
+               "bops": result.costs.bops, "budget_bops": budget.bops, "evaluations": spent,
+               "heldout": arena.heldout.evaluate_deployed(result.policy).score,
+               "details": result.details, "wall_s": round(time.perf_counter() - start, 1)}
+        rows.append(row)
+        print(f"{key} seed {seed} {name:8s} held-out {row['heldout']:.4f} search "
+              f"{row['search']:.4f} ({spent} evaluations, {row['wall_s']} s) {row['details']}",
+              flush=True)
+        return spent
+
+    keys = args.budgets.split(",")
+    for key in keys:
+        option = BUDGETS.get(key)
+        budget = Budget(bops=costs.cost(arena.space.uniform(option)).bops if option else
+                        int(float(key) * costs.cost(arena.space.uniform(Option(8, 8))).bops))
+        count = args.count or record("amp", key, None, 0)
+        for seed in range(args.seeds):
+            for name in methods:
+                record(name, key, seed, count)
+    summary = {}
+    for key in keys:
+        for name in [*([] if args.count else ["amp"]), *methods]:
+            scores = [r["heldout"] for r in rows if r["budget"] == key and r["method"] == name]
+            summary[f"{key} {name}"] = {
+                "mean": statistics.fmean(scores), "min": min(scores),
+                "stdev": statistics.stdev(scores) if len(scores) > 1 else 0.0}
+            print(f"{key} {name:8s} held-out {summary[f'{key} {name}']}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"model": args.model, "hw": args.hw, "rows": rows,
+                                    "measured_candidates": local.MEASURED_CANDIDATES,
+                                    "summary": summary, "splits": data.splits}, indent=1)
+                        + "\n")
+
+
+if __name__ == "__main__":
+    main()
