@@ -55,6 +55,15 @@ def conv_chain_path(tmp_path: Path) -> Path:
     return path
 
 
+def conv_chain_files(folder: Path, *, samples: int = 48, seed: int = 0) -> tuple[Path, Path]:
+    """``conv_chain()`` saved in ``folder`` with ``samples`` random 3x8x8 inputs beside it."""
+    model, data = folder / "chain.onnx", folder / "data.npz"
+    onnx.save(conv_chain(), str(model))
+    x = np.random.default_rng(seed).normal(size=(samples, 3, 8, 8)).astype(np.float32)
+    np.savez(data, x=x)
+    return model, data
+
+
 def run_ort(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     import onnxruntime as ort
 

@@ -90,10 +90,9 @@ def _steps(ordered: list[Step], middle: Step) -> list[Step]:
 
 
 def starting_center(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
-                    budget: Budget) -> list[Option]:
-    """The best measured uniform policy that fits; else the most bits (sum of log2 w·a over
-    units, weighted by nothing) the knapsack fits."""
-    uniforms = uniform_candidates(game, costs, budget)
+                    budget: Budget, uniforms: list[Policy]) -> list[Option]:
+    """The best measured of ``uniforms`` (the uniform policies that fit); else the most bits
+    (sum of log2 w·a over units, weighted by nothing) the knapsack fits."""
     if uniforms:
         scores = evaluator.scores(uniforms)
         best = uniforms[int(np.argmax(scores))]
@@ -118,7 +117,8 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     known_before = set(evaluator.history)
     if not all(line.fits for line in budget.check(costs.cost(cheapest_policy(game)))):
         raise infeasible_error(game, costs, budget)
-    center = starting_center(game, evaluator, costs, budget)
+    uniforms = uniform_candidates(game, costs, budget)
+    center = starting_center(game, evaluator, costs, budget, uniforms)
     first = game.window(*window_around(game, center))
     per_window = 2 * expected_sample_cost(first, settings.estimator)  # 2 Owen samples
     moves = windows or int(max(1, min(MAX_MOVES, max_evals // max(per_window, 1.0))))
@@ -127,7 +127,7 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     incumbent = policy_of(game, [u.options.index(o) for u, o in zip(game.units, center,
                                                                    strict=True)])
     for move in range(moves):
-        local = game.window(*window_around(game, center))
+        local = first if move == 0 else game.window(*window_around(game, center))
         left = max_evals - (evaluator.n_evaluations - before)
         share = left // (moves - move)
         if (share <= 0 and samples is None) or not local.players:
@@ -160,14 +160,13 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     start = time.perf_counter()
     measured_here = {policy: result.score for policy, result in evaluator.history.items()
                      if policy not in known_before}
-    candidates = final_candidates(game, costs, budget, incumbent, measured_here)
+    candidates = final_candidates(game, costs, budget, incumbent, measured_here, uniforms)
     scored = [(policy, evaluator.evaluate_deployed(policy).score) for policy in candidates]
     best_policy, best_score = max(scored, key=lambda item: (item[1], -costs.cost(item[0]).bops))
     details: dict[str, float | int | str] = {
         "game": "local", "windows": len(spent_per_move),
         "evaluations_per_window": ",".join(map(str, spent_per_move))}
-    uniform = [item for item in scored if item[0] in set(uniform_candidates(game, costs,
-                                                                            budget))]
+    uniform = [item for item in scored if item[0] in set(uniforms)]
     if uniform and best_policy not in {p for p, _ in uniform}:
         guard, guard_score = max(uniform, key=lambda item: item[1])
         rate = evaluator.paired_win_rate(evaluator.outputs(best_policy),
@@ -189,8 +188,9 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
 
 
 def final_candidates(game: QuantizationGame, costs: CostModel, budget: Budget,
-                     incumbent: Policy, measured: dict[Policy, float]) -> list[Policy]:
-    """The incumbent, the best ``measured`` policies that fit and the uniform guard."""
+                     incumbent: Policy, measured: dict[Policy, float],
+                     uniforms: list[Policy]) -> list[Policy]:
+    """The incumbent, the best ``measured`` policies that fit and the ``uniforms`` guard."""
     fitting = sorted((score, n, policy) for n, (policy, score) in enumerate(measured.items())
                      if _complete(game, policy)
                      and all(line.fits for line in budget.check(costs.cost(policy))))
@@ -200,7 +200,7 @@ def final_candidates(game: QuantizationGame, costs: CostModel, budget: Budget,
             break
         if policy not in chosen:
             chosen.append(policy)
-    return chosen + [p for p in uniform_candidates(game, costs, budget) if p not in chosen]
+    return chosen + [p for p in uniforms if p not in chosen]
 
 
 def _complete(game: QuantizationGame, policy: Policy) -> bool:

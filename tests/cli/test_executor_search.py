@@ -162,13 +162,9 @@ def _alive(pid: int) -> bool:
 @pytest.mark.parametrize("method", ["amp", "evolution", "random", "context"])
 def test_every_batching_method_finds_the_same_policy_on_workers(tmp_path: Path,
                                                                  method: str) -> None:
-    import numpy as np
-    import onnx
-    from conftest import conv_chain
+    from conftest import conv_chain_files
 
-    model, data = tmp_path / "chain.onnx", tmp_path / "data.npz"
-    onnx.save(conv_chain(), str(model))
-    np.savez(data, x=np.random.default_rng(5).normal(size=(96, 3, 8, 8)).astype(np.float32))
+    model, data = conv_chain_files(tmp_path, samples=96, seed=5)
     common = [str(model), "--data", str(data), "--method", method, "--max-evals", "40"]
     found = {}
     for workers in ("1", "2"):
@@ -184,15 +180,11 @@ def test_every_batching_method_finds_the_same_policy_on_workers(tmp_path: Path,
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_baselines_progress_counts_the_evaluations_of_every_worker(tmp_path: Path,
                                                                      workers: int) -> None:
-    import numpy as np
-    import onnx
-    from conftest import conv_chain
+    from conftest import conv_chain_files
 
     from smpq_onnx import search as api_search
 
-    model, data = tmp_path / "chain.onnx", tmp_path / "data.npz"
-    onnx.save(conv_chain(), str(model))
-    np.savez(data, x=np.random.default_rng(5).normal(size=(96, 3, 8, 8)).astype(np.float32))
+    model, data = conv_chain_files(tmp_path, samples=96, seed=5)
     seen: list[tuple[str, int, int]] = []
     outcome = api_search(str(model), data=str(data), method="random", max_evals=30,
                          workers=workers, out=str(tmp_path / "out"),

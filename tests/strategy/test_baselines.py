@@ -5,24 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
 from click.testing import CliRunner
-from conftest import conv_chain
+from conftest import conv_chain_files
 
 from smpq_onnx.cli.main import cli
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tiny")
-    model = folder / "chain.onnx"
-    onnx.save(conv_chain(), str(model))
-    rng = np.random.default_rng(0)
-    data = folder / "data.npz"
-    np.savez(data, x=rng.normal(size=(48, 3, 8, 8)).astype(np.float32))
-    return model, data
+    return conv_chain_files(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.mark.parametrize("method", ["uniform", "random", "context", "amp", "shapley"])

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
 from click.testing import CliRunner
-from conftest import conv_chain
+from conftest import conv_chain_files
 
 from smpq_onnx.cli.main import cli
 
@@ -19,12 +17,7 @@ W8A8_BOPS = (6912 + 1536 + 1920) * 64
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tiny")
-    model = folder / "chain.onnx"
-    onnx.save(conv_chain(), str(model))
-    data = folder / "data.npz"
-    np.savez(data, x=np.random.default_rng(0).normal(size=(48, 3, 8, 8)).astype(np.float32))
-    return model, data
+    return conv_chain_files(tmp_path_factory.mktemp("tiny"))
 
 
 def search(tiny: tuple[Path, Path], out: Path, *extra: str) -> dict:

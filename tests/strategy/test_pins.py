@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 from click.testing import CliRunner
-from conftest import conv_chain
+from conftest import conv_chain, conv_chain_files
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -107,12 +106,7 @@ def test_a_knapsack_selection_meets_every_budget_or_is_infeasible(ratio: float, 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("pins")
-    model = folder / "chain.onnx"
-    onnx.save(conv_chain(), str(model))
-    data = folder / "data.npz"
-    np.savez(data, x=np.random.default_rng(0).normal(size=(48, 3, 8, 8)).astype(np.float32))
-    return model, data
+    return conv_chain_files(tmp_path_factory.mktemp("pins"))
 
 
 def _search(tiny: tuple[Path, Path], out: Path, *args: str) -> dict:
