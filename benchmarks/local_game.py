@@ -20,6 +20,7 @@ on the ``npu`` profile at fractions of its W8A8 BOPs, the issue's headline scena
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -32,6 +33,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness.core import Arena, make_arena
 from harness.data import fashion_resnet, mobilenet_v2
 
+from smpq_onnx.api.context import SEARCH_UNLABELED_METRIC
+from smpq_onnx.api.searching import default_estimator
+from smpq_onnx.engine.evaluator import Evaluator
+from smpq_onnx.engine.metrics import BUILTIN_METRICS
 from smpq_onnx.hardware.budget import Budget
 from smpq_onnx.model.runtime import RuntimeConfig
 from smpq_onnx.quant.calibration import collect_histograms
@@ -45,15 +50,16 @@ BUDGETS = {"w4a8": Option(4, 8), "w3a8": Option(3, 8), "w4a4": Option(4, 4),
            "w3a4": Option(3, 4)}
 
 
-def run(name: str, arena: Arena, budget: Budget, seed: int, count: int) -> SearchResult:
+def run(name: str, arena: Arena, budget: Budget, seed: int, count: int,
+        local_settings: SearchSettings) -> SearchResult:
     game, costs, evaluator = arena.game, arena.costs, arena.search
     if name == "amp":
         return amp_search(game, evaluator, costs, budget)
     if name == "random":
         return random_search(game, evaluator, costs, budget, evaluations=count, seed=seed)
     if name == "local":
-        return local_search(game, evaluator, costs, budget, SearchSettings(seed=seed),
-                            max_evals=count)
+        return local_search(game, evaluator, costs, budget,
+                            dataclasses.replace(local_settings, seed=seed), max_evals=count)
     settings = sized_settings(game, SearchSettings(seed=seed), max_evals=count)
     return shapley_search(game, evaluator, costs, budget, settings)
 
@@ -74,6 +80,13 @@ def main() -> None:
     parser.add_argument("--hw", default="flexible")
     parser.add_argument("--search-crops", type=int, default=64)
     parser.add_argument("--heldout-crops", type=int, default=256)
+    parser.add_argument("--estimator", default=default_estimator("local"),
+                        help="the local search's estimator (default: smpq-onnx search's)")
+    parser.add_argument("--anchor", default="ceiling",
+                        help="where owen-cv's single-side table is measured (floor, ceiling)")
+    parser.add_argument("--search-metric", choices=sorted(BUILTIN_METRICS),
+                        help="the search's utility (default: smpq-onnx search's, kl without "
+                        "labels); held-out scores keep the model's metric")
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "local_game.json")
     args = parser.parse_args()
@@ -87,14 +100,20 @@ def main() -> None:
                                     [layer.activation for layer in data.model.layers],
                                     runtime=runtime)
     arena = make_arena(data, args.hw, histograms, runtime)
+    search_metric = args.search_metric or (
+        None if data.search.labels is not None else SEARCH_UNLABELED_METRIC)
+    if search_metric:
+        arena.search = Evaluator(data.model, arena.search.calibration, data.search,
+                                 BUILTIN_METRICS[search_metric], runtime=runtime)
     costs, evaluator = arena.costs, arena.search
+    local_settings = SearchSettings(estimator=args.estimator, anchor=args.anchor)
     methods = [*args.methods.split(","), *(["random"] if args.with_random else [])]
     rows: list[dict[str, Any]] = []
 
     def record(name: str, key: str, seed: int | None, count: int) -> int:
         evaluator.forget()  # every method starts cold: the count is its own
         before, start = evaluator.n_evaluations, time.perf_counter()
-        result = run(name, arena, budget, seed or 0, count)
+        result = run(name, arena, budget, seed or 0, count, local_settings)
         spent = evaluator.n_evaluations - before
         row = {"method": name, "budget": key, "seed": seed, "search": result.score,
                "bops": result.costs.bops, "budget_bops": budget.bops, "evaluations": spent,
@@ -124,7 +143,10 @@ def main() -> None:
                 "stdev": statistics.stdev(scores) if len(scores) > 1 else 0.0}
             print(f"{key} {name:8s} held-out {summary[f'{key} {name}']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"model": args.model, "hw": args.hw, "rows": rows,
+    args.out.write_text(json.dumps({"model": args.model, "hw": args.hw,
+                                    "search_metric": evaluator.metric.name,
+                                    "local_settings": dataclasses.asdict(local_settings),
+                                    "rows": rows,
                                     "measured_candidates": local.MEASURED_CANDIDATES,
                                     "summary": summary, "splits": data.splits}, indent=1)
                         + "\n")

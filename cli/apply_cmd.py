@@ -31,8 +31,8 @@ from smpq_onnx.cli.progress import TerminalProgress
 @click.option("--native-int4", is_flag=True, help="Store <= 4-bit weights as native int4 "
               "(opset 21) instead of int8 containers.")
 @click.option("--metric", help="Metric for the check (default: class scores, top1 with "
-              "labels, else agreement; other outputs, cosine, over the tokens an attention mask "
-              "keeps).")
+              "labels, else kl, as search; other outputs, cosine, over the tokens an "
+              "attention mask keeps).")
 @rounding_options
 @runtime_options
 @input_shape_option

@@ -30,7 +30,8 @@ from smpq_onnx.strategy.smpq import (
 @click.option("--data", help="Evaluation data (default with no MODEL: the bundled example's).")
 @click.option("--calib-data", help="Calibration data (default: the last quarter of --data).")
 @click.option("--metric", help="top1, agreement, kl, sqnr, cosine or module:function "
-              "(default: class scores, top1 with labels, else agreement; other outputs, "
+              "(default: class scores, top1 with labels, else kl, finer than agreement; "
+              "other outputs, "
               "cosine, over the tokens an attention mask keeps).")
 @click.option("--method", type=click.Choice(list(METHODS)), default="shapley", show_default=True,
               help="shapley (SMPQ) or a baseline: uniform, random, context, amp, dmpq "
@@ -40,7 +41,8 @@ from smpq_onnx.strategy.smpq import (
               "step around policies that fit the budget (trust region); global = the paper's "
               "game over every option, absent layers at --reference.")
 @click.option("--estimator", type=click.Choice(list(SEARCH_ESTIMATORS)),
-              default=SearchSettings.estimator, show_default=True, help="Shapley estimator.")
+              help="Shapley estimator (default: owen-cv for --game local, its table measured "
+              "from each window's top; owen for --game global).")
 @click.option("--samples", type=int, help="M: permutations (pairs, Owen levels) per round, "
               "or per window of --game local (default: sized to --max-evals, up to 10).")
 @click.option("--rounds", type=int, help="K: rounds between alpha updates, or windows of "
@@ -96,7 +98,7 @@ from smpq_onnx.strategy.smpq import (
 @input_shape_option
 @click.option("--json", "as_json", is_flag=True, help="Print the report JSON to stdout.")
 def search_command(model: Path | None, hw_name: str, data: str | None, calib_data: str | None,
-                   metric: str | None, method: str, game: str, estimator: str,
+                   metric: str | None, method: str, game: str, estimator: str | None,
                    samples: int | None,
                    rounds: int | None, max_evals: int, semantics: str, reference_text: str,
                    truncation: float, xi: float, beta: float, selection: str, seed: int,

@@ -13,7 +13,12 @@ from smpq_onnx.api.choices import (
     runtime_config,
     writable_file,
 )
-from smpq_onnx.api.context import DEFAULT_ROUNDING, Progress, build_context
+from smpq_onnx.api.context import (
+    DEFAULT_ROUNDING,
+    SEARCH_UNLABELED_METRIC,
+    Progress,
+    build_context,
+)
 from smpq_onnx.api.results import ApplyCheck, ApplyResult
 from smpq_onnx.engine.evaluator import Evaluator
 from smpq_onnx.errors import DataError
@@ -52,7 +57,8 @@ def apply(model: str | Path | None = None, *, out: str | Path, bits: str | None 
                             runtime=runtime,
                             rounding=rounding_settings(rounding, bias_correction, scale_search),
                             input_shapes=input_shapes, progress=progress,
-                            weight_bits=policy_weight_bits(bits, policy))
+                            weight_bits=policy_weight_bits(bits, policy),
+                            unlabeled_metric=SEARCH_UNLABELED_METRIC)
     chosen = resolve_policy(context.space, bits=bits, policy=policy, default_bits=default_bits,
                             fallback=context.profile.default_option)
     emitted = context.evaluator.deployed_model(chosen, native_int4=native_int4)

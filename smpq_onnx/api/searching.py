@@ -17,7 +17,13 @@ from typing import Any
 import onnx_ir as ir
 
 from smpq_onnx.api.choices import one_of, rounding_settings, runtime_config, writable_folder
-from smpq_onnx.api.context import DEFAULT_ROUNDING, Progress, QuantizationContext, build_context
+from smpq_onnx.api.context import (
+    DEFAULT_ROUNDING,
+    SEARCH_UNLABELED_METRIC,
+    Progress,
+    QuantizationContext,
+    build_context,
+)
 from smpq_onnx.api.executing import ExecutorChoice
 from smpq_onnx.api.results import SearchOutcome
 from smpq_onnx.engine.evalstore import EvaluationStore, fingerprint
@@ -62,10 +68,17 @@ DEFAULT_OUT = Path("smpq_out")
 SELECTIONS = ("knapsack", "paper")
 
 
+def default_estimator(game: str) -> str:
+    """The budget-local game measures each side lowered alone from its window's top (AMP's
+    clean single-layer table) and samples only what that table leaves unexplained; the
+    paper's game keeps plain Owen sampling."""
+    return CONTROL_VARIATE if game == "local" else SearchSettings.estimator
+
+
 def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
            data: str | Path | None = None, calib_data: str | Path | None = None,
            metric: str | None = None, method: str = "shapley",
-           estimator: str = SearchSettings.estimator, samples: int | None = None,
+           estimator: str | None = None, samples: int | None = None,
            rounds: int | None = None, max_evals: int = DEFAULT_MAX_EVALS,
            game: str = SearchSettings.game,
            semantics: str = "hard", reference: str = "FP32",
@@ -104,6 +117,7 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     this needs the ``if __name__ == "__main__":`` guard.
     """
     one_of(method, list(METHODS), "method")
+    estimator = estimator or default_estimator(game)
     one_of(estimator, list(SEARCH_ESTIMATORS), "estimator")
     one_of(semantics, list(SEMANTICS), "semantics")
     one_of(selection, SELECTIONS, "selection")
@@ -127,7 +141,8 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     context = build_context(model, hw=hw, data=data, calib_data=calib_data, metric=metric,
                             runtime=runtime,
                             rounding=rounding_settings(rounding, bias_correction, scale_search),
-                            input_shapes=input_shapes, progress=progress)
+                            input_shapes=input_shapes, progress=progress,
+                            unlabeled_metric=SEARCH_UNLABELED_METRIC)
     budget = search_budget(context, bops=budget_bops, bops_ratio=budget_bops_ratio,
                            flash=budget_flash, sram=budget_sram, latency_ms=budget_latency_ms)
     setup_s = time.perf_counter() - started
@@ -135,7 +150,8 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     context.evaluator.store = store
     base = SearchSettings(estimator=estimator, selection=selection, seed=seed, xi=xi,
                           beta=beta, truncation=truncation or None, semantics=semantics,
-                          reference=str(Option.parse(reference)), game=game)
+                          reference=str(Option.parse(reference)), game=game,
+                          anchor="ceiling" if game == "local" else "floor")
     pinned = resolve_pins(context.space, pins, keep_first_last=keep_first_last)
     quant_game = QuantizationGame(context.space, reference=Option.parse(base.reference),
                                   semantics=semantics, pins=pinned)

@@ -127,10 +127,12 @@ def kept_rows(outputs: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def resolve_metric(name: str | None, *, has_labels: bool,
-                   output_shape: tuple[int | None, ...] | None = None) -> Metric:
+                   output_shape: tuple[int | None, ...] | None = None,
+                   unlabeled: str = "agreement") -> Metric:
     """A built-in metric, a ``module:function`` one, or the default.
 
-    The default is top1 with labels, else agreement, for class scores (an output of shape
+    The default is top1 with labels, else ``unlabeled`` (agreement unless a caller wants a
+    finer utility), for class scores (an output of shape
     ``[batch, classes]``); for any other output (feature maps, embeddings, token states) it is
     ``cosine``, and a class metric asked for on such an output is an error. ``output_shape``:
     the model's first output with the batch axis removed (None: not known, class scores
@@ -140,7 +142,7 @@ def resolve_metric(name: str | None, *, has_labels: bool,
     if name is None:
         if not scores:
             return BUILTIN_METRICS["cosine"]
-        return BUILTIN_METRICS["top1" if has_labels else "agreement"]
+        return BUILTIN_METRICS["top1" if has_labels else unlabeled]
     if name in BUILTIN_METRICS:
         if name in CLASS_METRICS and not scores:
             shape = "x".join("?" if d is None else str(d) for d in output_shape or ())

@@ -62,7 +62,8 @@ def build_report(result: SearchResult, *, method: str, model: str, profile: str,
         "pinned": {name: str(unit.options[0]) for unit in game.units if unit.pinned
                    for name in unit.layers},
         "evaluation_spend": evaluation_spend(history, budget.bops),
-        "settings": {"method": method, **settings.__dict__},
+        "settings": {"method": method, **{k: list(v) if isinstance(v, tuple) else v
+                                          for k, v in settings.__dict__.items()}},
         "seed": settings.seed,
         "versions": {"smpq_onnx": __version__, "onnx": onnx.__version__,
                      "onnxruntime": ort.__version__, "numpy": np.__version__,

@@ -7,16 +7,22 @@ played in a window around a centre policy that fits (first the best measured uni
 - per unit and side, the widths one step below, at and one step above the centre's; absent
   players mean the step below (the window's floor), present ones the most bits present, so
   every coalition costs between "all one step down" and "all one step up";
-- Owen sampling of that game gives each step's average marginal gain near the budget;
+- each step's average marginal gain near the budget: by default (``owen-cv``, anchor
+  ``ceiling``) every side lowered alone from the window's top (AMP's clean single-layer
+  measurement) plus Owen levels of what that table leaves unexplained, q drawn in the band
+  where coalitions cost about the budget (:func:`budget_band`);
 - the knapsack picks the best window policy under every budget at once; its best few are
-  measured, and the best measured policy so far becomes the next centre (a trust region
-  that moves with the incumbent) while evaluations are left.
+  measured (for the values with and without the sampled residual), and the best of them
+  becomes the next centre (a trust region that moves with the incumbent) only if it wins
+  :data:`CONFIDENCE` of paired bootstrap resamples against the incumbent, while evaluations
+  are left.
 
 Every evaluated coalition is a real policy with a real score: the best few that fit the
 budget join the final candidates, scored on the emitted model like the knapsack's and the
-uniform guard's. The best mixed candidate replaces the best uniform policy only when a paired
-bootstrap on the search samples says its gain is real (:data:`CONFIDENCE`): picking the
-highest of several noisy scores otherwise overfits the search set.
+uniform guard's. A candidate replaces the incumbent, and a mixed policy the best uniform one,
+only when a paired bootstrap on the search samples says its gain is real
+(:data:`CONFIDENCE`): picking the highest of several noisy scores otherwise overfits the
+search set.
 """
 
 from __future__ import annotations
@@ -33,9 +39,12 @@ from smpq_onnx.hardware.budget import Budget
 from smpq_onnx.hardware.cost import CostModel
 from smpq_onnx.quant.options import Option
 from smpq_onnx.quant.policy import Policy
+from smpq_onnx.strategy.control_variate import SeparableControlVariate
 from smpq_onnx.strategy.game import QuantizationGame
 from smpq_onnx.strategy.selection import Infeasible, best_k
+from smpq_onnx.strategy.shapley import QBand
 from smpq_onnx.strategy.smpq import (
+    CONTROL_VARIATE,
     Progress,
     SearchResult,
     SearchSettings,
@@ -45,7 +54,6 @@ from smpq_onnx.strategy.smpq import (
     infeasible_error,
     knapsack_problem,
     policy_of,
-    sized_settings,
     uniform_candidates,
 )
 
@@ -56,6 +64,40 @@ CONFIDENCE = 0.9
 bootstrap resamples of the search set (its gain is not the search set's noise)."""
 MEASURED_CANDIDATES = 2
 """Best measured coalitions that fit the budget, added to the final candidates."""
+BAND_HALF_WIDTH = 0.25
+"""Owen's q is drawn within this distance of the q at which a window's coalitions cost the
+budget (the budget-local band)."""
+_BAND_GRID = 21
+_BAND_DRAWS = 4
+
+
+def budget_band(game: QuantizationGame, costs: CostModel, budget: Budget, *, seed: int,
+                half_width: float = BAND_HALF_WIDTH) -> QBand:
+    """The q-band around q*, the inclusion probability at which a coalition of ``game`` uses
+    its tightest budget line in full on average (interpolated on a grid of q, a few random
+    coalitions each; 0 or 1 where the budget lies outside the window)."""
+    rng = np.random.default_rng(seed)
+    n = len(game.players)
+    grid = np.linspace(0.0, 1.0, _BAND_GRID)
+    usage = []
+    for q in grid:
+        draws = []
+        for _ in range(_BAND_DRAWS):
+            policy = game.realize(np.flatnonzero(rng.random(n) < q).tolist())
+            draws.append(max((line.used or 0.0) / line.limit
+                             for line in budget.check(costs.cost(policy)) if line.limit))
+        usage.append(float(np.mean(draws)))
+    usage_at = np.maximum.accumulate(np.array(usage))  # costs grow with q
+    if usage_at[0] >= 1.0:
+        center = 0.0
+    elif usage_at[-1] <= 1.0:
+        center = 1.0
+    else:
+        above = int(np.argmax(usage_at > 1.0))
+        low, high = usage_at[above - 1], usage_at[above]
+        center = float(grid[above - 1] + (grid[above] - grid[above - 1])
+                       * (1.0 - low) / max(high - low, 1e-12))
+    return (max(0.0, center - half_width), min(1.0, center + half_width))
 
 
 def window_around(game: QuantizationGame, center: Sequence[Option]
@@ -87,6 +129,36 @@ Step = TypeVar("Step")
 def _steps(ordered: list[Step], middle: Step) -> list[Step]:
     i = ordered.index(middle)
     return ordered[max(i - 1, 0):i + 2]
+
+
+def window_settings(local: QuantizationGame, costs: CostModel, budget: Budget,
+                    settings: SearchSettings, *, share: int, samples: int | None,
+                    seed: int) -> SearchSettings:
+    """One window's estimator settings within ``share`` evaluations: q in the budget band;
+    antithetic pairs of Owen levels when at least two pairs fit, else single levels; with
+    ``owen-cv`` the single-side table comes first and may leave no level (its values
+    alone). ``samples`` (the user's) overrides the count."""
+    level = expected_sample_cost(local, settings.estimator, paired=False)
+    left = share - settings.candidates
+    if settings.estimator == CONTROL_VARIATE:  # the table, and its own proposals
+        left -= len(local.players) + 1 + settings.candidates
+    paired = samples is not None or left >= 4 * level
+    count = samples if samples is not None else (
+        max(2, int(left // (2 * level))) if paired else int(max(left, 0) // max(level, 1.0)))
+    if settings.estimator != CONTROL_VARIATE:
+        count = max(count, 1)
+    return dataclasses.replace(settings, rounds=1, seed=seed, paired_levels=paired,
+                               samples=count,
+                               q_band=budget_band(local, costs, budget, seed=seed))
+
+
+def knapsack_proposals(local: QuantizationGame, costs: CostModel, budget: Budget,
+                       phi: np.ndarray, count: int) -> list[Policy]:
+    """The ``count`` best policies of the window under every budget, for values ``phi``."""
+    utilities = [np.array([table[o] for o in unit.options])
+                 for unit, table in zip(local.units, local.unit_utilities(phi), strict=True)]
+    return [policy_of(local, choice)
+            for choice in best_k(knapsack_problem(local, costs, budget, utilities), count)]
 
 
 def starting_center(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
@@ -123,6 +195,8 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     per_window = 2 * expected_sample_cost(first, settings.estimator)  # 2 Owen samples
     moves = windows or int(max(1, min(MAX_MOVES, max_evals // max(per_window, 1.0))))
     spent_per_move: list[int] = []
+    bands: list[str] = []
+    accepted = 0
     played: tuple[QuantizationGame, np.ndarray, np.ndarray, np.ndarray] | None = None
     incumbent = policy_of(game, [u.options.index(o) for u, o in zip(game.units, center,
                                                                    strict=True)])
@@ -132,11 +206,11 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
         share = left // (moves - move)
         if (share <= 0 and samples is None) or not local.players:
             break
-        cost = expected_sample_cost(local, settings.estimator)
-        sized = sized_settings(local, dataclasses.replace(settings, rounds=1,
-                                                          seed=settings.seed * 101 + move),
-                               max_evals=share, rounds=1,
-                               samples=samples or (None if share >= 2 * cost else 1))
+        sized = window_settings(local, costs, budget, settings, share=share, samples=samples,
+                                seed=settings.seed * 101 + move)
+        low, high = sized.q_band
+        bands.append(f"{low:.2f}-{high:.2f}x{sized.samples}"
+                     f"{'' if sized.paired_levels else 's'}")
         at = evaluator.n_evaluations
 
         def step(phase: str, done: int, total: int, m: int = move) -> None:
@@ -145,15 +219,23 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
 
         phi, stderr, alpha = estimate_contributions(local, evaluator, sized, step)
         played = (local, phi, stderr, alpha)
-        utilities = [np.array([table[o] for o in unit.options])
-                     for unit, table in zip(local.units, local.unit_utilities(phi),
-                                            strict=True)]
-        choices = best_k(knapsack_problem(local, costs, budget, utilities),
-                         settings.candidates)
-        proposals = [policy_of(local, choice) for choice in choices]
+        proposals = knapsack_proposals(local, costs, budget, phi, settings.candidates)
+        if sized.estimator == CONTROL_VARIATE and sized.samples > 0:
+            # The table's part is exact, the residual's a few noisy levels: the table's own
+            # proposals are measured too (its evaluations are all cached), so more evaluations
+            # never lose what the table alone would have found.
+            table = SeparableControlVariate(local, lambda p: evaluator.evaluate(p).score,
+                                            policy_values=evaluator.scores,
+                                            anchor=sized.anchor)
+            proposals += [p for p in knapsack_proposals(
+                local, costs, budget, table.shapley(None, sized.q_band), settings.candidates)
+                if p not in proposals]
         measured = dict(zip(proposals, evaluator.scores(proposals), strict=True))
-        measured[incumbent] = evaluator.evaluate(incumbent).score
-        incumbent = max(measured, key=lambda p: (measured[p], -costs.cost(p).bops))
+        challenger = max(measured, key=lambda p: (measured[p], -costs.cost(p).bops))
+        if (measured[challenger] > evaluator.evaluate(incumbent).score
+                and beats(evaluator, challenger, incumbent, seed=settings.seed)):
+            incumbent = challenger
+            accepted += 1
         center = [incumbent[unit.layers[0]] for unit in game.units]
         spent_per_move.append(evaluator.n_evaluations - at)
     shapley_s = time.perf_counter() - start
@@ -165,7 +247,12 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     best_policy, best_score = max(scored, key=lambda item: (item[1], -costs.cost(item[0]).bops))
     details: dict[str, float | int | str] = {
         "game": "local", "windows": len(spent_per_move),
-        "evaluations_per_window": ",".join(map(str, spent_per_move))}
+        "evaluations_per_window": ",".join(map(str, spent_per_move)),
+        "q_bands": ",".join(bands), "moves_accepted": accepted}
+    if best_policy != incumbent and not beats(evaluator, best_policy, incumbent,
+                                              seed=settings.seed):
+        best_policy, best_score = next(item for item in scored if item[0] == incumbent)
+        details["kept_incumbent"] = "yes"
     uniform = [item for item in scored if item[0] in set(uniforms)]
     if uniform and best_policy not in {p for p, _ in uniform}:
         guard, guard_score = max(uniform, key=lambda item: item[1])
@@ -185,6 +272,15 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     return SearchResult(best_policy, best_score, costs.cost(best_policy), evaluator.fp32_score,
                         game, phi, stderr, alpha, scored, phases, details,
                         player_game=local_game)
+
+
+def beats(evaluator: Evaluator, challenger: Policy, incumbent: Policy, *, seed: int) -> bool:
+    """Whether ``challenger`` wins :data:`CONFIDENCE` of paired bootstrap resamples of the
+    search samples against ``incumbent`` (True where the metric's rows are not samples:
+    the caller's score comparison decides alone)."""
+    rate = evaluator.paired_win_rate(evaluator.outputs(challenger), evaluator.outputs(incumbent),
+                                     seed=seed)
+    return rate is None or rate >= CONFIDENCE
 
 
 def final_candidates(game: QuantizationGame, costs: CostModel, budget: Budget,

@@ -8,7 +8,8 @@ tests and tiny games; the sampling estimators are:
   optional truncation: once V(S) falls below ``truncate_below`` the rest of the permutation
   gets zero marginals (the paper's threshold 0.5 of the reference value).
 - ``antithetic``: permutations in pairs, pi and reversed pi (negatively correlated marginals).
-- ``owen``: Owen's multilinear-extension sampling with stratified q and antithetic q <-> 1-q.
+- ``owen``: Owen's multilinear-extension sampling with stratified q and antithetic coins
+  (q over a narrower band: a semivalue centred there).
 
 The sampling estimators hand coalitions over in batches (``values``, default: ``value`` one by
 one) so that an executor can evaluate them side by side: Owen's coalitions do not depend on
@@ -39,6 +40,13 @@ def one_by_one(value: ValueFunction) -> BatchValueFunction:
     return lambda coalitions: [value(c) for c in coalitions]
 
 
+QBand = tuple[float, float]
+FULL_BAND: QBand = (0.0, 1.0)
+"""Owen's q over all of [0, 1]: the Shapley value. A narrower band weights the marginals of
+coalitions whose players are present with probability q in it (a semivalue): the budget-local
+search draws q where coalitions cost about the budget."""
+
+
 @dataclass(frozen=True)
 class ShapleyEstimate:
     phi: np.ndarray
@@ -62,6 +70,29 @@ def exact_shapley(n: int, value: ValueFunction) -> np.ndarray:
             size = bin(mask).count("1")
             weight = math.factorial(size) * math.factorial(n - size - 1) / math.factorial(n)
             phi[i] += weight * (values[mask | bit] - values[mask])
+    return phi
+
+
+def band_semivalue(n: int, value: ValueFunction, band: QBand) -> np.ndarray:
+    """Exact values over a q-band by enumeration (n <= 16): each marginal V(S+i) - V(S)
+    weighted by q^|S| (1-q)^(n-1-|S|) averaged over q in ``band`` (the full band gives the
+    Shapley value: that average is |S|! (n-1-|S|)! / n!)."""
+    if n > 16:
+        raise ValueError("exact values need n <= 16 players")
+    low, high = band
+    if high - low < 1e-12:
+        qs, ws = np.array([low]), np.array([1.0])
+    else:  # Gauss-Legendre: exact for these polynomials of degree n - 1
+        nodes, weights = np.polynomial.legendre.leggauss(n + 1)
+        qs, ws = low + (high - low) * (nodes + 1) / 2, weights / 2
+    size_weight = [float(np.sum(ws * qs**k * (1 - qs) ** (n - 1 - k))) for k in range(n)]
+    values = {mask: value([i for i in range(n) if mask >> i & 1]) for mask in range(1 << n)}
+    phi = np.zeros(n)
+    for i in range(n):
+        bit = 1 << i
+        for mask in range(1 << n):
+            if not mask & bit:
+                phi[i] += size_weight[bin(mask).count("1")] * (values[mask | bit] - values[mask])
     return phi
 
 
@@ -105,16 +136,20 @@ def permutation_shapley(n: int, value: ValueFunction, *, samples: int,
     return _summarize(np.array(rows))
 
 
-def owen_coalitions(n: int, samples: int, rng: np.random.Generator) -> list[list[list[int]]]:
-    """Per q-level (two per sample, q and 1 - q), its coalition followed by each player's
+def owen_coalitions(n: int, samples: int, rng: np.random.Generator, *,
+                    band: QBand = FULL_BAND, paired: bool = True) -> list[list[list[int]]]:
+    """Per q-level (two per sample when ``paired``: the coins under q and the coins at or
+    above 1 - q, both present with probability q), its coalition followed by each player's
     neighbour (that player toggled), deepest player first: each neighbour differs from the
     level's coalition in one unit, and the evaluator reuses that coalition's activations up to
-    it (players are ordered by unit, units by position in the network)."""
+    it (players are ordered by unit, units by position in the network). q is stratified over
+    ``band``."""
+    low, high = band
     levels = []
     for sample in range(samples):
-        q = (sample + rng.random()) / samples
+        q = low + (high - low) * (sample + rng.random()) / samples
         coins = rng.random(n)
-        for inside in (coins < q, coins >= 1 - q):
+        for inside in (coins < q, coins >= 1 - q)[:2 if paired else 1]:
             present = set(np.flatnonzero(inside).tolist())
             levels.append([sorted(present)] + [sorted(present ^ {i})
                                                for i in reversed(range(n))])
@@ -123,21 +158,23 @@ def owen_coalitions(n: int, samples: int, rng: np.random.Generator) -> list[list
 
 def owen_shapley(n: int, value: ValueFunction, *, samples: int, rng: np.random.Generator,
                  progress: Progress | None = None,
-                 values: BatchValueFunction | None = None) -> ShapleyEstimate:
-    """``samples`` antithetic pairs of q-levels; each level costs about n + 1 evaluations,
-    all of them one batch."""
-    levels = owen_coalitions(n, samples, rng)
+                 values: BatchValueFunction | None = None, band: QBand = FULL_BAND,
+                 paired: bool = True) -> ShapleyEstimate:
+    """``samples`` antithetic pairs of q-levels (single levels unless ``paired``); each level
+    costs about n + 1 evaluations, all of them one batch."""
+    levels = owen_coalitions(n, samples, rng, band=band, paired=paired)
     flat = (values or one_by_one(value))([c for level in levels for c in level])
+    per_sample = 2 if paired else 1
     rows = []
     for sample in range(samples):
-        pair = np.zeros(n)
-        for side in (2 * sample, 2 * sample + 1):
+        row = np.zeros(n)
+        for side in range(per_sample * sample, per_sample * (sample + 1)):
             scores = flat[side * (n + 1):(side + 1) * (n + 1)]
             present = set(levels[side][0])
             with_all = scores[0]
             for i, toggled in zip(reversed(range(n)), scores[1:], strict=True):
-                pair[i] += with_all - toggled if i in present else toggled - with_all
-        rows.append(pair / 2)
+                row[i] += with_all - toggled if i in present else toggled - with_all
+        rows.append(row / per_sample)
         if progress is not None:
             progress(sample + 1, samples)
     return _summarize(np.array(rows))
@@ -157,7 +194,10 @@ ESTIMATORS = ("permutation", "antithetic", "owen")
 def estimate(name: str, n: int, value: ValueFunction, *, samples: int,
              rng: np.random.Generator, truncate_below: float | None = None,
              progress: Progress | None = None,
-             values: BatchValueFunction | None = None) -> ShapleyEstimate:
+             values: BatchValueFunction | None = None, band: QBand = FULL_BAND,
+             paired: bool = True) -> ShapleyEstimate:
+    """``band`` and ``paired``: Owen's q-band and level pairing (other estimators: the full
+    band, paired as they are)."""
     if name == "permutation":
         return permutation_shapley(n, value, samples=samples, rng=rng,
                                    truncate_below=truncate_below, progress=progress,
@@ -168,7 +208,7 @@ def estimate(name: str, n: int, value: ValueFunction, *, samples: int,
                                    values=values)
     if name == "owen":
         return owen_shapley(n, value, samples=samples, rng=rng, progress=progress,
-                            values=values)
+                            values=values, band=band, paired=paired)
     raise ValueError(f"unknown estimator {name!r}; use one of {', '.join(ESTIMATORS)}")
 
 

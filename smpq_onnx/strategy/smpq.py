@@ -32,7 +32,7 @@ from smpq_onnx.quant.policy import Policy
 from smpq_onnx.strategy.control_variate import SeparableControlVariate, owen_with_control_variate
 from smpq_onnx.strategy.game import QuantizationGame
 from smpq_onnx.strategy.selection import Infeasible, KnapsackProblem, MemoryModel, best_k
-from smpq_onnx.strategy.shapley import ESTIMATORS, ShapleyEstimate, estimate
+from smpq_onnx.strategy.shapley import ESTIMATORS, FULL_BAND, QBand, ShapleyEstimate, estimate
 
 Progress = Callable[[str, int, int], None]
 
@@ -69,6 +69,13 @@ class SearchSettings:
     selection: str = "knapsack"
     candidates: int = 3
     seed: int = 0
+    q_band: QBand = FULL_BAND
+    """Owen's q range (the full one: Shapley values; the local search narrows it to where
+    coalitions cost about the budget)."""
+    paired_levels: bool = True
+    """Owen levels in antithetic pairs (single levels halve a sample's cost)."""
+    anchor: str = "floor"
+    """Where ``owen-cv``'s single-side table is measured (:mod:`.control_variate`)."""
     game: str = "local"
     """``local``: the budget-local game of :mod:`smpq_onnx.strategy.local`; ``global``: the
     paper's game over every option, absent units at the reference precision."""
@@ -102,7 +109,8 @@ class SearchResult:
         return self.player_game if self.player_game is not None else self.game
 
 
-def expected_sample_cost(game: QuantizationGame, estimator: str) -> float:
+def expected_sample_cost(game: QuantizationGame, estimator: str, *,
+                         paired: bool = True) -> float:
     """Expected real evaluations of one sample, before cache hits.
 
     Along a permutation a unit's realized bits on one side change each time a player of more
@@ -115,7 +123,7 @@ def expected_sample_cost(game: QuantizationGame, estimator: str) -> float:
     # An antithetic Owen level toggles every player, but most toggles leave the realized
     # policy unchanged: measured, it needs about as many distinct evaluations as an antithetic
     # permutation pair (83 vs 81 on the bundled example).
-    return walk if estimator == "permutation" else 2 * walk
+    return walk if estimator == "permutation" or not paired else 2 * walk
 
 
 def sized_settings(game: QuantizationGame, settings: SearchSettings, *,
@@ -125,7 +133,7 @@ def sized_settings(game: QuantizationGame, settings: SearchSettings, *,
 
     At most the paper's M = 10 and K = 2; at least 2 samples in 1 round.
     """
-    cost = expected_sample_cost(game, settings.estimator)
+    cost = expected_sample_cost(game, settings.estimator, paired=settings.paired_levels)
     if settings.estimator == CONTROL_VARIATE:  # its table: one evaluation per player, once
         max_evals = max(max_evals - len(game.players), 0)
     if rounds is None:
@@ -172,12 +180,15 @@ def estimate_contributions(game: QuantizationGame, evaluator: Evaluator,
             if variate is None:
                 variate = SeparableControlVariate(
                     game, lambda p: evaluator.evaluate(p).score,
-                    policy_values=evaluator.scores)
+                    policy_values=evaluator.scores, anchor=settings.anchor)
             result = owen_with_control_variate(variate, value, samples=settings.samples,
-                                               rng=rng, alpha=frozen_alpha, values=values)
+                                               rng=rng, alpha=frozen_alpha, values=values,
+                                               band=settings.q_band,
+                                               paired=settings.paired_levels)
         else:
             result = estimate(settings.estimator, n, value, samples=settings.samples, rng=rng,
-                              truncate_below=truncate, values=values, progress=sampled)
+                              truncate_below=truncate, values=values, progress=sampled,
+                              band=settings.q_band, paired=settings.paired_levels)
         rounds.append(result)
         psi = result.phi
         norm = np.linalg.norm(psi)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from conftest import make_model
+from conftest import conv_chain_files, make_model
 from onnx import TensorProto, helper
 
 import smpq_onnx
@@ -62,3 +63,23 @@ def test_agreement_on_a_feature_map_is_a_one_line_error(feature_map: tuple[Path,
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("smpq-onnx: error: metric 'agreement'")
+
+
+def test_search_and_apply_default_to_kl_without_labels_and_eval_to_agreement(
+        tmp_path: Path) -> None:
+    """Agreement on a few samples moves in whole samples, too coarse for the search's
+    single-layer measurements: search (and apply, which reproduces it) score KL to FP32;
+    eval keeps the readable agreement."""
+    model, data = conv_chain_files(tmp_path)
+    common = ["--data", str(data), "--rounding", "nearest", "--json"]
+    found = CliRunner().invoke(cli, ["search", str(model), *common, "--method", "uniform",
+                                     "--out", str(tmp_path / "run")])
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.stdout)["metric"] == "kl"
+    applied = CliRunner().invoke(cli, ["apply", str(model), *common, "--bits", "W8A8",
+                                       "--out", str(tmp_path / "m.onnx")])
+    assert applied.exit_code == 0, applied.output
+    assert json.loads(applied.stdout)["metric"] == "kl"
+    evaluated = CliRunner().invoke(cli, ["eval", str(model), *common, "--bits", "W8A8"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["metric"] == "agreement"

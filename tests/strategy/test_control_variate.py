@@ -14,7 +14,7 @@ from smpq_onnx.quant.options import FLOAT_BITS
 from smpq_onnx.quant.policy import Policy
 from smpq_onnx.strategy.control_variate import SeparableControlVariate
 from smpq_onnx.strategy.game import QuantizationGame
-from smpq_onnx.strategy.shapley import exact_shapley, owen_shapley
+from smpq_onnx.strategy.shapley import band_semivalue, exact_shapley, owen_shapley
 from smpq_onnx.strategy.space import SearchSpace
 
 
@@ -73,3 +73,39 @@ def test_on_an_interacting_game_it_stays_unbiased_and_cuts_the_error() -> None:
     rmse_cv = float(np.sqrt(np.mean(np.square(cv_errors))))
     assert bias.max() < 3 * rmse_cv / math.sqrt(20) + 1e-12
     assert rmse_cv < 0.5 * rmse_plain
+
+
+@pytest.mark.parametrize("profile", ["mcu", "npu"])
+def test_the_ceiling_anchor_is_exact_on_an_additive_game_too(profile: str) -> None:
+    """Measured by lowering one side at a time from the full game (AMP's phase 1), g still
+    equals V - V(all present) on every coalition of an additive game, so its exact values
+    over any q-band are V's, found by enumerating all coalitions."""
+    game = small_game(profile)
+    n = len(game.players)
+    variate = SeparableControlVariate(game, additive, anchor="ceiling")
+    full = additive(game.realize(range(n)))
+    for present in ([], [0], list(range(n)), list(range(1, n, 2))):
+        assert variate.value(present, None) == pytest.approx(
+            additive(game.realize(present)) - full, abs=1e-12)
+    for band in ((0.0, 1.0), (0.1, 0.4), (0.3, 0.3)):
+        expected = band_semivalue(n, lambda s: additive(game.realize(s)), band)
+        np.testing.assert_allclose(variate.shapley(None, band), expected, atol=1e-12)
+    assert variate.shapley(None).sum() == pytest.approx(full - additive(game.realize([])),
+                                                        abs=1e-12)
+
+
+def test_the_ceiling_table_costs_one_evaluation_per_player_and_one_for_the_anchor() -> None:
+    game = small_game("mcu")
+    seen: set[Policy] = set()
+
+    def counted(policy: Policy) -> float:
+        seen.add(policy)
+        return additive(policy)
+
+    SeparableControlVariate(game, counted, anchor="ceiling")
+    assert len(seen) == len(game.players) + 1
+
+
+def test_an_unknown_anchor_is_refused() -> None:
+    with pytest.raises(ValueError, match="anchor"):
+        SeparableControlVariate(small_game("npu"), additive, anchor="middle")

@@ -63,3 +63,64 @@ def test_the_papers_game_is_kept_behind_a_flag(tiny: tuple[Path, Path],
                                       "--semantics", "mix", "--out", str(tmp_path / "m")])
     assert result.exit_code == 2
     assert "add --game global" in result.output.strip().splitlines()[-1]
+
+
+def _window_game(profile_name: str = "flexible"):
+    from conftest import conv_chain
+
+    from smpq_onnx.hardware.cost import CostModel
+    from smpq_onnx.hardware.profile import load_profile
+    from smpq_onnx.model.importer import import_model
+    from smpq_onnx.quant.options import Option
+    from smpq_onnx.strategy.game import QuantizationGame
+    from smpq_onnx.strategy.local import window_around
+    from smpq_onnx.strategy.space import SearchSpace
+
+    model, profile = import_model(conv_chain()), load_profile(profile_name)
+    game = QuantizationGame(SearchSpace.build(model, profile))
+    center = [Option(4, 4) if Option(4, 4) in u.options else u.options[0] for u in game.units]
+    return game.window(*window_around(game, center)), CostModel(model, profile)
+
+
+def test_the_budget_band_is_centred_where_coalitions_cost_the_budget() -> None:
+    import numpy as np
+
+    from smpq_onnx.hardware.budget import Budget
+    from smpq_onnx.strategy.local import BAND_HALF_WIDTH, budget_band
+
+    local, costs = _window_game()
+    n = len(local.players)
+    floor_bops = costs.cost(local.realize([])).bops
+    ceiling_bops = costs.cost(local.realize(range(n))).bops
+    assert budget_band(local, costs, Budget(bops=ceiling_bops * 2), seed=0) == (
+        1.0 - BAND_HALF_WIDTH, 1.0)
+    assert budget_band(local, costs, Budget(bops=floor_bops), seed=0)[0] == 0.0
+    budget = Budget(bops=(floor_bops + ceiling_bops) // 2)
+    low, high = budget_band(local, costs, budget, seed=0)
+    assert high - low == pytest.approx(2 * BAND_HALF_WIDTH)
+    q = (low + high) / 2
+    rng = np.random.default_rng(1)
+    usage = [costs.cost(local.realize(np.flatnonzero(rng.random(n) < q).tolist())).bops
+             / budget.bops for _ in range(400)]
+    assert float(np.mean(usage)) == pytest.approx(1.0, abs=0.1)
+
+
+@pytest.mark.parametrize("share", [5, 30, 60, 400])
+def test_a_windows_estimator_stays_within_its_share(share: int) -> None:
+    """With the control variate the table comes first; single levels when two pairs do not
+    fit; the planned evaluations never exceed the share (the table alone excepted)."""
+    from smpq_onnx.hardware.budget import Budget
+    from smpq_onnx.strategy.local import window_settings
+    from smpq_onnx.strategy.smpq import SearchSettings, expected_sample_cost
+
+    local, costs = _window_game()
+    n = len(local.players)
+    budget = Budget(bops=costs.cost(local.realize(range(0, n, 2))).bops)
+    sized = window_settings(local, costs, budget, SearchSettings(estimator="owen-cv"),
+                            share=share, samples=None, seed=0)
+    table_and_proposals = n + 1 + 2 * sized.candidates  # two sets of proposals
+    planned = table_and_proposals + sized.samples * expected_sample_cost(
+        local, "owen", paired=sized.paired_levels)
+    assert planned <= max(share, table_and_proposals)
+    assert not sized.paired_levels or sized.samples >= 2
+    assert 0.0 <= sized.q_band[0] < sized.q_band[1] <= 1.0

@@ -11,8 +11,11 @@ from hypothesis import strategies as st
 
 from smpq_onnx.strategy.shapley import (
     all_permutations_shapley,
+    band_semivalue,
     estimate,
     exact_shapley,
+    owen_coalitions,
+    owen_shapley,
 )
 
 
@@ -115,3 +118,30 @@ def test_batches_give_the_one_by_one_estimate(name: str, truncate_below: float |
         assert batches == [4 * 2 * 7]  # a whole round (4 samples x 2 levels x 7) is one batch
     else:
         assert max(batches) > 1
+
+
+def test_band_values_hand_computed() -> None:
+    """At a single q each player's marginal to the empty coalition weighs 1 - q, to the
+    other player q; the full band gives the Shapley value."""
+    table = {(): 0.0, (0,): 1.0, (1,): 2.0, (0, 1): 5.0}
+
+    def value(present) -> float:
+        return table[tuple(sorted(present))]
+
+    np.testing.assert_allclose(band_semivalue(2, value, (0.25, 0.25)),
+                               [0.75 * 1 + 0.25 * 3, 0.75 * 2 + 0.25 * 4])
+    np.testing.assert_allclose(band_semivalue(2, value, (0.0, 1.0)), exact_shapley(2, value))
+    np.testing.assert_allclose(band_semivalue(3, glove_game, (0.0, 1.0)),
+                               [1 / 6, 1 / 6, 2 / 3])
+
+
+def test_banded_owen_draws_its_coalitions_in_the_band_and_is_unbiased() -> None:
+    rng = np.random.default_rng(0)
+    levels = owen_coalitions(400, 4, rng, band=(0.2, 0.3), paired=False)
+    assert len(levels) == 4
+    assert all(0.15 < len(level[0]) / 400 < 0.35 for level in levels)
+    band = (0.1, 0.5)
+    expected = band_semivalue(3, glove_game, band)
+    estimates = [owen_shapley(3, glove_game, samples=4, rng=np.random.default_rng(seed),
+                              band=band, paired=seed % 2 == 0).phi for seed in range(400)]
+    np.testing.assert_allclose(np.mean(estimates, axis=0), expected, atol=0.03)
