@@ -76,7 +76,7 @@ def predictors(arena: Arena) -> dict[str, tuple[str, int | None, list[np.ndarray
     game = arena.game
     out: dict[str, tuple[str, int | None, list[np.ndarray]]] = {}
     for seed, phi in sorted(arena.phi.items()):
-        out[f"shapley seed {seed}"] = ("shapley", seed, unit_tables(game, phi))
+        out[f"shapley-paper seed {seed}"] = ("shapley-paper", seed, unit_tables(game, phi))
     for seed, alpha in sorted(arena.dmpq_alpha.items()):
         log_p = group_log_softmax(alpha, side_groups(game))
         out[f"dmpq seed {seed}"] = ("dmpq", seed, unit_tables(game, log_p))
@@ -183,7 +183,7 @@ def pitfall_analysis(arena: Arena, cfg: Config, rec: Recorder, clock: Clock) -> 
         "measured_best_is_most_bits": float(np.mean([t[-1] >= t.max() for t in truth])),
         "measured_all_equal": float(np.mean([np.all(t == t[0]) for t in truth])),
         "predictors": {}}
-    scored = [("shapley", seed, phi) for seed, phi in sorted(arena.phi.items())]
+    scored = [("shapley-paper", seed, phi) for seed, phi in sorted(arena.phi.items())]
     scored += [("dmpq", seed, alpha) for seed, alpha in sorted(arena.dmpq_alpha.items())]
     for method, seed, values in scored:
         scores = [values[np.array(item["players"])] for item in items]

@@ -20,7 +20,7 @@ from typing import Any, cast
 import numpy as np
 
 from harness.data import ModelData
-from smpq_onnx.api.context import DEFAULT_ROUNDING, round_calibration
+from smpq_onnx.api.context import DEFAULT_ROUNDING, SEARCH_UNLABELED_METRIC, round_calibration
 from smpq_onnx.engine.evaluator import EvalResult, Evaluator
 from smpq_onnx.engine.metrics import BUILTIN_METRICS
 from smpq_onnx.errors import BudgetInfeasibleError
@@ -37,7 +37,11 @@ from smpq_onnx.strategy.game import QuantizationGame
 from smpq_onnx.strategy.smpq import cheapest_policy, infeasible_error
 from smpq_onnx.strategy.space import SearchSpace
 
-FLEXIBLE_BUDGETS = (("w4a8_bops", Option(4, 8)), ("w3a4_bops", Option(3, 4)))
+FLEXIBLE_BUDGETS = (("w4a8_bops", Option(4, 8)), ("w3a8_bops", Option(3, 8)),
+                    ("w4a4_bops", Option(4, 4)), ("w3a4_bops", Option(3, 4)))
+"""0.5, 0.375, 0.25 and 0.1875x the BOPs of uniform W8A8."""
+W8A8_FRACTIONS = (("0.75_w8a8_bops", 0.75), ("0.6_w8a8_bops", 0.6))
+"""Budgets of profiles without those options (npu), as fractions of uniform W8A8's BOPs."""
 MCU_BUDGET = "mcu_memory"
 
 
@@ -84,6 +88,14 @@ class Config:
     bootstrap: int
     skip: tuple[str, ...] = ()
     """``model:method`` pairs not run (the quick run skips MobileNetV2's slowest)."""
+    shapley_evals: int | None = None
+    """The default search's ``--max-evals`` (None: AMP's count on the arena)."""
+    evolution_factor: int = 10
+    """The reference gets this many times the default search's evaluations."""
+    evolution_seeds: int = 1
+    evolution_budgets: tuple[str, ...] = ("w3a4_bops",)
+    """Budget keys the reference runs at (10x evaluations do not fit 90 minutes on 2 cores at
+    every budget)."""
 
     def shapley_plan(self, model: str, profile: str) -> ShapleyPlan:
         return self.mcu_shapley if profile == "mcu" else self.models[model].shapley
@@ -214,6 +226,8 @@ class Arena:
     dmpq_alpha: dict[int, np.ndarray] = field(default_factory=dict)
     context: list[np.ndarray] | None = None
     amp_drop: list[dict[Option, float]] | None = None
+    amp_evaluations: int | None = None
+    """AMP's evaluation count on this arena (the default search's count in the benchmark)."""
 
     @property
     def key(self) -> str:
@@ -238,7 +252,11 @@ def make_arena(data: ModelData, profile_name: str, histograms: dict[str, Streami
     calibration = Calibration(model, histograms, settings)
     round_calibration(calibration, SearchSpace.build(model, profile), data.calib,
                       rounding=rounding, runtime=runtime)
-    search = Evaluator(model, calibration, data.search, data.metric, runtime=runtime)
+    # The search's utility is smpq-onnx search's: the model's metric with labels, else KL
+    # to FP32 (held-out scores keep the model's metric).
+    search_metric = (data.metric if data.search.labels is not None
+                     else BUILTIN_METRICS[SEARCH_UNLABELED_METRIC])
+    search = Evaluator(model, calibration, data.search, search_metric, runtime=runtime)
     heldout = Evaluator(model, calibration, data.heldout, data.metric, runtime=runtime)
     sanity = None
     if data.sanity is not None:
@@ -253,11 +271,15 @@ def make_arena(data: ModelData, profile_name: str, histograms: dict[str, Streami
         budgets[MCU_BUDGET] = Budget.from_profile(profile, model)
         labels[MCU_BUDGET] = "mcu flash + SRAM limits"
     else:
-        for key, option in FLEXIBLE_BUDGETS:
-            if option not in profile.options:  # e.g. npu: budgets are set by the caller
-                continue
-            budgets[key] = Budget(bops=costs.cost(space.uniform(option)).bops)
-            labels[key] = f"BOPs of uniform {option}"
+        if all(option in profile.options for _, option in FLEXIBLE_BUDGETS):
+            for key, option in FLEXIBLE_BUDGETS:
+                budgets[key] = Budget(bops=costs.cost(space.uniform(option)).bops)
+                labels[key] = f"BOPs of uniform {option}"
+        else:  # npu: W8A8 / W4A8 / W8A16 / W4A16 pairs
+            w8a8 = costs.cost(space.uniform(Option(8, 8))).bops
+            for key, fraction in W8A8_FRACTIONS:
+                budgets[key] = Budget(bops=int(fraction * w8a8))
+                labels[key] = f"{fraction} x BOPs of uniform W8A8"
     infeasible = {}
     cheapest = costs.cost(cheapest_policy(game))
     for key, budget in budgets.items():

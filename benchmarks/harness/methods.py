@@ -29,17 +29,19 @@ from harness.core import (
     add_status,
     guarded,
 )
-from smpq_onnx.errors import BudgetInfeasibleError
+from smpq_onnx.api.searching import default_estimator
 from smpq_onnx.hardware.budget import Budget
 from smpq_onnx.strategy.baselines import (
     amp_select,
     amp_sensitivities,
     context_utilities,
     random_search,
+    uniform_search,
 )
+from smpq_onnx.strategy.evolution import evolution_search
+from smpq_onnx.strategy.local import local_search
 from smpq_onnx.strategy.smpq import (
     SearchSettings,
-    best_uniform_policy,
     estimate_contributions,
     select,
     sized_settings,
@@ -50,15 +52,14 @@ TAU_BUDGET = "w4a8_bops"
 
 
 def run_uniform(arena: Arena, rec: Recorder, clock: Clock) -> None:
+    """Every uniform option at the highest bit product that fits, the best measured kept."""
     for key in arena.feasible():
         def work(key: str = key) -> None:
             counter = CountingEvaluator(arena.search)
             start = time.perf_counter()
-            policy = best_uniform_policy(arena.game, arena.costs, arena.budgets[key])
-            if policy is None:
-                raise BudgetInfeasibleError("no uniform option meets the budget")
-            score = counter.evaluate(policy).score
-            add_result(rec, clock, arena, key, "uniform", None, policy, score,
+            result = uniform_search(arena.game, counter.typed(), arena.costs,
+                                    arena.budgets[key])
+            add_result(rec, clock, arena, key, "uniform", None, result.policy, result.score,
                        evaluations=len(counter.asked), estimation_s=0.0,
                        selection_s=time.perf_counter() - start)
         guarded(rec, clock, arena, [key], "uniform", None, work)
@@ -115,6 +116,7 @@ def run_amp(arena: Arena, cfg: Config, rec: Recorder, clock: Clock) -> None:
         start = time.perf_counter()
         arena.amp_drop = amp_sensitivities(arena.game, counter.typed(), candidates=candidates)
         spent = time.perf_counter() - start
+        arena.amp_evaluations = len(counter.asked)
         clock.log(f"  {arena.key} amp sensitivities: {len(counter.asked)} evaluations, "
                   f"{spent:.1f} s")
         for key in arena.feasible():
@@ -130,17 +132,17 @@ def run_amp(arena: Arena, cfg: Config, rec: Recorder, clock: Clock) -> None:
     guarded(rec, clock, arena, arena.feasible(), "amp", None, work)
 
 
-def run_shapley(arena: Arena, cfg: Config, seed: int, rec: Recorder,
-                clock: Clock) -> dict[str, int]:
-    """Owen estimate once, knapsack per budget; returns the evaluations per budget."""
+def run_shapley_paper(arena: Arena, cfg: Config, seed: int, rec: Recorder,
+                      clock: Clock) -> None:
+    """The paper's game (absent units FP32, ``--game global``): Owen estimate once, knapsack
+    per budget."""
     plan = cfg.shapley_plan(arena.data.key, arena.profile.name)
     settings = sized_settings(arena.game, SearchSettings(seed=seed), max_evals=plan.max_evals,
                               samples=plan.samples, rounds=plan.rounds)
-    counts: dict[str, int] = {}
     counter = CountingEvaluator(arena.search)
 
     def progress(_: str, done: int, total: int) -> None:
-        clock.log(f"    {arena.key} shapley seed {seed}: sample {done}/{total}, "
+        clock.log(f"    {arena.key} shapley-paper seed {seed}: sample {done}/{total}, "
                   f"{len(counter.asked)} evaluations")
 
     def work() -> None:
@@ -150,17 +152,79 @@ def run_shapley(arena: Arena, cfg: Config, seed: int, rec: Recorder,
         arena.phi[seed] = phi
         finite = stderr[np.isfinite(stderr)]
         rec.add("estimations", {
-            "model": arena.data.key, "profile": arena.profile.name, "method": "shapley",
+            "model": arena.data.key, "profile": arena.profile.name, "method": "shapley-paper",
             "seed": seed, "estimator": settings.estimator, "samples": settings.samples,
             "rounds": settings.rounds, "evaluations": len(counter.asked), "seconds": spent,
             "mean_stderr": float(finite.mean()) if len(finite) else None})
-        clock.log(f"  {arena.key} shapley seed {seed}: M={settings.samples} K={settings.rounds}"
+        clock.log(f"  {arena.key} shapley-paper seed {seed}: M={settings.samples} "
+                  f"K={settings.rounds}"
                   f", {len(counter.asked)} evaluations, {spent:.1f} s")
-        counts.update(select_per_budget(
-            arena, rec, clock, "shapley", seed, counter, spent, None, phi, settings.candidates,
-            extra={"samples": settings.samples, "rounds": settings.rounds}))
-    guarded(rec, clock, arena, arena.feasible(), "shapley", seed, work)
+        select_per_budget(arena, rec, clock, "shapley-paper", seed, counter, spent, None, phi,
+                          settings.candidates,
+                          extra={"samples": settings.samples, "rounds": settings.rounds})
+    guarded(rec, clock, arena, arena.feasible(), "shapley-paper", seed, work)
+
+
+def own_count(arena: Arena) -> CountingEvaluator:
+    """A counter on a cold search evaluator: a budget-driven search (local, evolution) counts
+    and spends only its own evaluations, as ``smpq-onnx search`` would alone."""
+    arena.search.forget()
+    return CountingEvaluator(arena.search)
+
+
+def run_shapley(arena: Arena, cfg: Config, seed: int, rec: Recorder,
+                clock: Clock) -> dict[str, int]:
+    """``smpq-onnx search``'s default (the budget-local game, owen-cv, ceiling table) per
+    budget, at ``cfg.shapley_evals`` evaluations (None: AMP's count on this arena); returns
+    the evaluations per budget."""
+    max_evals = cfg.shapley_evals or arena.amp_evaluations or 1500
+    settings = SearchSettings(seed=seed, estimator=default_estimator("local"),
+                              anchor="ceiling", game="local")
+    counts: dict[str, int] = {}
+    for key in arena.feasible():
+        def work(key: str = key) -> None:
+            counter = own_count(arena)
+            start = time.perf_counter()
+            result = local_search(arena.game, counter.typed(), arena.costs,
+                                  arena.budgets[key], settings, max_evals=max_evals)
+            counts[key] = len(counter.asked)
+            add_result(rec, clock, arena, key, "shapley", seed, result.policy, result.score,
+                       evaluations=len(counter.asked), estimation_s=0.0,
+                       selection_s=time.perf_counter() - start,
+                       extra={"max_evals": max_evals, "local": dict(result.details)})
+        guarded(rec, clock, arena, [key], "shapley", seed, work)
     return counts
+
+
+def run_evolution(arena: Arena, cfg: Config, seed: int, shapley_counts: dict[str, int],
+                  rec: Recorder, clock: Clock) -> None:
+    """The strong reference: regularized evolution with ``cfg.evolution_factor`` x the
+    default search's evaluations."""
+    for key in arena.feasible():
+        target = shapley_counts.get(key)
+        if key not in cfg.evolution_budgets:
+            add_status(rec, clock, arena, key, "evolution", seed, "skipped",
+                       "not among --evolution-budgets")
+            continue
+        if not target:
+            add_status(rec, clock, arena, key, "evolution", seed, "skipped",
+                       "no default search of this seed and budget to size it")
+            continue
+
+        def work(key: str = key, target: int = target) -> None:
+            counter = own_count(arena)
+            counter.progress = _ticker(clock, arena, f"{key} evolution seed {seed}")
+            counter.every = 500
+            start = time.perf_counter()
+            result = evolution_search(arena.game, counter.typed(), arena.costs,
+                                      arena.budgets[key],
+                                      evaluations=cfg.evolution_factor * target, seed=seed)
+            add_result(rec, clock, arena, key, "evolution", seed, result.policy, result.score,
+                       evaluations=len(counter.asked), estimation_s=0.0,
+                       selection_s=time.perf_counter() - start,
+                       extra={"evolution_factor": cfg.evolution_factor,
+                              "shapley_evaluations": target})
+        guarded(rec, clock, arena, [key], "evolution", seed, work)
 
 
 def run_random(arena: Arena, cfg: Config, seed: int, shapley_counts: dict[str, int],

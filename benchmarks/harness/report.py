@@ -23,11 +23,16 @@ import matplotlib.pyplot as plt
 from harness.ranking import mean_std
 
 RESULTS_DIR = Path(__file__).parents[1] / "results"
-METHOD_ORDER = ("shapley", "uniform", "random", "context", "amp", "dmpq")
-MARKERS = {"shapley": "*", "uniform": "s", "random": ".", "context": "^", "amp": "D",
-           "dmpq": "v"}
-COLORS = {"shapley": "tab:red", "uniform": "tab:gray", "random": "tab:green",
-          "context": "tab:orange", "amp": "tab:purple", "dmpq": "tab:blue"}
+METHOD_ORDER = ("shapley", "shapley-paper", "uniform", "random", "context", "amp", "dmpq",
+                "evolution")
+REFERENCE = "evolution"
+"""Not a baseline to beat: the strong reference with 10x the evaluations (within 0.2 pt)."""
+REFERENCE_GAP = 0.002
+MARKERS = {"shapley": "*", "shapley-paper": "P", "uniform": "s", "random": ".", "context": "^",
+           "amp": "D", "dmpq": "v", "evolution": "x"}
+COLORS = {"shapley": "tab:red", "shapley-paper": "tab:pink", "uniform": "tab:gray",
+          "random": "tab:green", "context": "tab:orange", "amp": "tab:purple",
+          "dmpq": "tab:blue", "evolution": "black"}
 COMMAND = "python benchmarks/compare.py"
 
 
@@ -73,7 +78,7 @@ def verdict(data: dict[str, Any], model: str, profile: str, budget: str) -> str:
             means[method] = (values, *mean_std(values))
     if "shapley" not in means:
         return "shapley has no result at this budget"
-    others = {m: v for m, v in means.items() if m != "shapley"}
+    others = {m: v for m, v in means.items() if m not in ("shapley", REFERENCE)}
     if not others:
         return "no baseline has a result at this budget"
     s_values, s_mean, s_std = means["shapley"]
@@ -92,8 +97,18 @@ def verdict(data: dict[str, Any], model: str, profile: str, budget: str) -> str:
     if abs(diff) <= noise:
         text += (f", within noise (largest seed std {spread:.2f}{unit}, sampling s.e. of a "
                  f"difference on {n} held-out samples {sampling:.2f}{unit})")
-    rank = sorted(means, key=lambda m: means[m][1], reverse=True).index("shapley") + 1
-    text += f"; shapley ranks {rank} of {len(means)} methods"
+    ranked = [m for m in sorted(means, key=lambda m: means[m][1], reverse=True)
+              if m != REFERENCE]
+    text += f"; shapley ranks {ranked.index('shapley') + 1} of {len(ranked)} methods"
+    if REFERENCE in means:
+        r_values, r_mean, _ = means[REFERENCE]
+        gap = (r_mean - s_mean) * scale
+        evals = [r["evaluations"] for r in rows if r["method"] == REFERENCE]
+        text += (f"; the reference {REFERENCE} ({evals[0]} evaluations) "
+                 f"{_pm(r_values, scale)}: shapley is "
+                 + (f"{-gap:.2f}{unit} above it" if gap < 0 else
+                    f"within {REFERENCE_GAP * scale:.1f}{unit} of it" if gap <= REFERENCE_GAP
+                    * scale else f"{gap:.2f}{unit} below it"))
     fp32 = data["arenas"][f"{model}/{profile}"]["fp32"]["heldout"]
     top = max(v[1] for v in means.values())
     if top < 0.5 * fp32:
@@ -163,14 +178,33 @@ def _setup(data: dict[str, Any]) -> list[str]:
                      f"{s['held-out']} | {s['calibration']} |")
         if "sanity" in s:
             lines.append(f"| {info['title']} (sanity) | top-1 | - | {s['sanity']} | - |")
-    lines += ["", f"- Seeds of the stochastic methods (shapley, random, dmpq): "
-              f"{', '.join(str(s) for s in cfg['seeds'])}."]
+    lines += ["", f"- Seeds of the stochastic methods (shapley, shapley-paper, random, "
+              f"dmpq): {', '.join(str(s) for s in cfg['seeds'])}; evolution: the first "
+              f"{cfg.get('evolution_seeds', 1)}, at "
+              f"{', '.join(cfg.get('evolution_budgets', [])) or 'no budget'}."]
+    lines.append(
+        "- shapley: `smpq-onnx search`'s default, the budget-local game "
+        "(`smpq_onnx.strategy.local`: windows around the incumbent, owen-cv with the "
+        "single-side table at each window's top, q in the budget band, knapsack proposals, "
+        "moves kept only when they win a paired bootstrap on the search split), searching "
+        "on the model's metric with labels and KL to FP32 without, at "
+        + (f"{cfg['shapley_evals']} evaluations" if cfg.get("shapley_evals")
+           else "AMP's evaluation count on the same model and profile (`--max-evals`)")
+        + ". Each run starts on a cold evaluator, so its count is its own.")
+    lines.append("- Every method searches on the same utility: the model's metric where the "
+                 "search split has labels, else KL to FP32 (`smpq-onnx search`'s default "
+                 "without labels); held-out scores use the model's metric.")
+    lines.append(
+        f"- evolution: regularized evolution over feasible policies (mutations repaired to "
+        f"the budget) with {cfg.get('evolution_factor', 10)}x the shapley run's evaluations "
+        "of the same seed and budget: the strong reference, not a baseline to beat.")
     shapley: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for e in data["estimations"]:
         shapley.setdefault((e["model"], e["profile"]), []).append(e)
     for (model, profile), runs in shapley.items():
         evals = [r["evaluations"] for r in runs]
-        lines.append(f"- Shapley on {model}/{profile}: Owen sampling, M = {runs[0]['samples']}"
+        lines.append(f"- shapley-paper (the paper's game, `--game global`: absent units FP32) "
+                     f"on {model}/{profile}: Owen sampling, M = {runs[0]['samples']}"
                      f" antithetic q-level pairs per round, K = {runs[0]['rounds']} rounds, "
                      f"{min(evals)}-{max(evals)} distinct evaluations per seed.")
     for model, plan in cfg["models"].items():
@@ -181,7 +215,7 @@ def _setup(data: dict[str, Any]) -> list[str]:
                 and r["model"] == model]
         lines.append(
             f"- {title}: random gets as many draws (random knapsack utilities, feasible by "
-            "construction; the best on the search split kept) as the Shapley run of the same "
+            "construction; the best on the search split kept) as the shapley run of the same "
             "seed and budget evaluated" + (f", at most {cap}" if cap else "") + "; amp tries "
             + (f"W8A8 and {', '.join(amp)} per unit on the flexible profile (AIMET's candidate "
                "list; every option elsewhere)" if amp else "every legal option per unit")
@@ -230,7 +264,8 @@ def _tau_section(data: dict[str, Any]) -> list[str]:
                 lines.append(f"| {title} | **{method}, mean over seeds** | "
                              f"{mean:.3f} ± {std:.3f} | - | {block['policies']} |")
     lines += ["", "Predicted score of a policy: the sum over units of the chosen option's "
-              "utility (shapley: Shapley values; dmpq: log-softmax of alpha per unit and side; "
+              "utility (shapley-paper: the paper's game's Shapley values; dmpq: log-softmax of "
+              "alpha per unit and side; "
               "context: sensitivity around W4A4; amp: minus the metric drop, where every "
               "option has one). Measured: held-out metric."]
     spans = []
