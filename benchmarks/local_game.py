@@ -33,8 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from harness.core import Arena, make_arena
 from harness.data import fashion_resnet, mobilenet_v2
 
-from smpq_onnx.api.context import SEARCH_UNLABELED_METRIC
-from smpq_onnx.api.searching import default_estimator
+from smpq_onnx.api.searching import default_anchor, default_estimator
 from smpq_onnx.engine.evaluator import Evaluator
 from smpq_onnx.engine.metrics import BUILTIN_METRICS
 from smpq_onnx.hardware.budget import Budget
@@ -82,7 +81,7 @@ def main() -> None:
     parser.add_argument("--heldout-crops", type=int, default=256)
     parser.add_argument("--estimator", default=default_estimator("local"),
                         help="the local search's estimator (default: smpq-onnx search's)")
-    parser.add_argument("--anchor", default="ceiling",
+    parser.add_argument("--anchor", default=default_anchor("local"),
                         help="where owen-cv's single-side table is measured (floor, ceiling)")
     parser.add_argument("--search-metric", choices=sorted(BUILTIN_METRICS),
                         help="the search's utility (default: smpq-onnx search's, kl without "
@@ -100,11 +99,9 @@ def main() -> None:
                                     [layer.activation for layer in data.model.layers],
                                     runtime=runtime)
     arena = make_arena(data, args.hw, histograms, runtime)
-    search_metric = args.search_metric or (
-        None if data.search.labels is not None else SEARCH_UNLABELED_METRIC)
-    if search_metric:
+    if args.search_metric:  # make_arena's default: smpq-onnx search's utility
         arena.search = Evaluator(data.model, arena.search.calibration, data.search,
-                                 BUILTIN_METRICS[search_metric], runtime=runtime)
+                                 BUILTIN_METRICS[args.search_metric], runtime=runtime)
     costs, evaluator = arena.costs, arena.search
     local_settings = SearchSettings(estimator=args.estimator, anchor=args.anchor)
     methods = [*args.methods.split(","), *(["random"] if args.with_random else [])]

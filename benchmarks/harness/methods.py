@@ -29,7 +29,7 @@ from harness.core import (
     add_status,
     guarded,
 )
-from smpq_onnx.api.searching import default_estimator
+from smpq_onnx.api.searching import default_anchor, default_estimator
 from smpq_onnx.hardware.budget import Budget
 from smpq_onnx.strategy.baselines import (
     amp_select,
@@ -179,7 +179,7 @@ def run_shapley(arena: Arena, cfg: Config, seed: int, rec: Recorder,
     the evaluations per budget."""
     max_evals = cfg.shapley_evals or arena.amp_evaluations or 1500
     settings = SearchSettings(seed=seed, estimator=default_estimator("local"),
-                              anchor="ceiling", game="local")
+                              anchor=default_anchor("local"), game="local")
     counts: dict[str, int] = {}
     for key in arena.feasible():
         def work(key: str = key) -> None:

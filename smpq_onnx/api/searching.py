@@ -75,6 +75,12 @@ def default_estimator(game: str) -> str:
     return CONTROL_VARIATE if game == "local" else SearchSettings.estimator
 
 
+def default_anchor(game: str) -> str:
+    """Where ``owen-cv``'s single-side table is measured: from the window's top in the
+    budget-local game, from the empty coalition in the paper's."""
+    return "ceiling" if game == "local" else SearchSettings.anchor
+
+
 def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
            data: str | Path | None = None, calib_data: str | Path | None = None,
            metric: str | None = None, method: str = "shapley",
@@ -151,7 +157,7 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     base = SearchSettings(estimator=estimator, selection=selection, seed=seed, xi=xi,
                           beta=beta, truncation=truncation or None, semantics=semantics,
                           reference=str(Option.parse(reference)), game=game,
-                          anchor="ceiling" if game == "local" else "floor")
+                          anchor=default_anchor(game))
     pinned = resolve_pins(context.space, pins, keep_first_last=keep_first_last)
     quant_game = QuantizationGame(context.space, reference=Option.parse(base.reference),
                                   semantics=semantics, pins=pinned)
