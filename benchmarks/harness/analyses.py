@@ -91,29 +91,60 @@ def predictors(arena: Arena) -> dict[str, tuple[str, int | None, list[np.ndarray
 
 
 def tau_analysis(arena: Arena, cfg: Config, rec: Recorder, clock: Clock) -> None:
+    """tau-b over random iso-BOPs policies of every option, then over iso-BOPs policies of
+    each distinct last window the default search played at the tau budget (its values
+    predict only inside their window; every other predictor ranks the same policies)."""
     budget = arena.budgets[TAU_BUDGET]
     assert budget.bops is not None
-    start = time.perf_counter()
     min_bits = cfg.models[arena.data.key].tau_min_bits
+    full = predictors(arena)
     choices = iso_bops_choices(arena.game, arena.costs, budget.bops, cfg.tau_window,
                                cfg.tau_policies, seed=0, min_bits=min_bits)
     clock.log(f"  {arena.key} tau: {len(choices)} policies within ±{cfg.tau_window:.0%} of "
               f"{budget.bops / 1e6:.1f} M BOPs (options of >= {min_bits} bits); evaluating "
               "them on the held-out split")
+    rec.add("tau", _rank(arena, cfg, clock, "all options", arena.game, choices, full))
+    windows: dict[tuple[tuple[Option, ...], ...], list[int]] = {}
+    for seed, (local, _) in sorted(arena.local_values.items()):
+        windows.setdefault(tuple(unit.options for unit in local.units), []).append(seed)
+    for seeds in windows.values():
+        local = arena.local_values[seeds[0]][0]
+        choices = iso_bops_choices(local, arena.costs, budget.bops, cfg.tau_window,
+                                   cfg.tau_policies, seed=0, min_bits=min_bits)
+        tables: dict[str, tuple[str, int | None, list[np.ndarray]]] = {
+            f"shapley seed {seed} (window values)":
+            ("shapley", seed, unit_tables(local, arena.local_values[seed][1]))
+            for seed in seeds}
+        for name, (method, owner, table) in full.items():
+            tables[name] = (method, owner, [
+                np.array([t[unit.options.index(o)] for o in window.options])
+                for t, unit, window in zip(table, arena.game.units, local.units, strict=True)])
+        label = f"window of shapley seed{'s' if len(seeds) > 1 else ''} " + \
+            ",".join(map(str, seeds))
+        clock.log(f"  {arena.key} tau: {len(choices)} iso-BOPs policies in the {label}")
+        rec.add("tau", _rank(arena, cfg, clock, label, local, choices, tables))
+
+
+def _rank(arena: Arena, cfg: Config, clock: Clock, policy_set: str, game: QuantizationGame,
+          choices: list[list[int]], tables: dict[str, tuple[str, int | None, list[np.ndarray]]]
+          ) -> dict[str, Any]:
+    """Held-out metric of each choice of ``game`` and tau-b of every predictor against it."""
+    start = time.perf_counter()
+    budget = arena.budgets[TAU_BUDGET]
     measured, bops = [], []
     for i, choice in enumerate(choices):
-        policy = policy_of(arena.game, choice)
+        policy = policy_of(game, choice)
         measured.append(arena.heldout.evaluate(policy).score)
         bops.append(arena.costs.cost(policy).bops)
         if (i + 1) % 20 == 0:
             clock.log(f"    tau policies: {i + 1}/{len(choices)}")
     out: dict[str, Any] = {
         "model": arena.data.key, "profile": arena.profile.name, "budget": TAU_BUDGET,
-        "target_bops": budget.bops, "window": cfg.tau_window, "min_bits": min_bits,
-        "policies": len(choices), "bootstrap": cfg.bootstrap, "measured": measured,
-        "bops": bops, "predictors": {}}
-    for name, (method, seed, tables) in predictors(arena).items():
-        predicted = [float(sum(t[o] for t, o in zip(tables, c, strict=True))) for c in choices]
+        "set": policy_set, "target_bops": budget.bops, "window": cfg.tau_window,
+        "min_bits": cfg.models[arena.data.key].tau_min_bits, "policies": len(choices),
+        "bootstrap": cfg.bootstrap, "measured": measured, "bops": bops, "predictors": {}}
+    for name, (method, seed, table) in tables.items():
+        predicted = [float(sum(t[o] for t, o in zip(table, c, strict=True))) for c in choices]
         interval = tau_b_with_ci(predicted, measured, resamples=cfg.bootstrap, seed=0)
         out["predictors"][name] = {"method": method, "seed": seed, "tau": interval.tau,
                                    "low": interval.low, "high": interval.high,
@@ -121,7 +152,7 @@ def tau_analysis(arena: Arena, cfg: Config, rec: Recorder, clock: Clock) -> None
         clock.log(f"    tau_b {name}: {interval.tau:.3f} "
                   f"[{interval.low:.3f}, {interval.high:.3f}]")
     out["seconds"] = time.perf_counter() - start
-    rec.add("tau", out)
+    return out
 
 
 def _background(arena: Arena) -> tuple[Option, dict[str, float]]:

@@ -228,6 +228,8 @@ class Arena:
     amp_drop: list[dict[Option, float]] | None = None
     amp_evaluations: int | None = None
     """AMP's evaluation count on this arena (the default search's count in the benchmark)."""
+    local_values: dict[int, tuple[QuantizationGame, np.ndarray]] = field(default_factory=dict)
+    """Per seed, the last window the default search played at the tau budget and its values."""
 
     @property
     def key(self) -> str:

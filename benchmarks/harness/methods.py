@@ -188,6 +188,8 @@ def run_shapley(arena: Arena, cfg: Config, seed: int, rec: Recorder,
             result = local_search(arena.game, counter.typed(), arena.costs,
                                   arena.budgets[key], settings, max_evals=max_evals)
             counts[key] = len(counter.asked)
+            if key == TAU_BUDGET and result.phi is not None and result.player_game is not None:
+                arena.local_values[seed] = (result.player_game, result.phi)
             add_result(rec, clock, arena, key, "shapley", seed, result.policy, result.score,
                        evaluations=len(counter.asked), estimation_s=0.0,
                        selection_s=time.perf_counter() - start,

@@ -251,7 +251,7 @@ def _tau_section(data: dict[str, Any]) -> list[str]:
              "| model | predictor | τ_b | 95 % bootstrap CI | policies |",
              "|---|---|---|---|---|"]
     for block in data["tau"]:
-        title = data["models"][block["model"]]["title"]
+        title = f"{data['models'][block['model']]['title']}, {block.get('set', 'all options')}"
         by_method: dict[str, list[float]] = {}
         for name, p in block["predictors"].items():
             lines.append(f"| {title} | {name} | {_fmt(p['tau'], 3)} | "
@@ -267,14 +267,18 @@ def _tau_section(data: dict[str, Any]) -> list[str]:
               "utility (shapley-paper: the paper's game's Shapley values; dmpq: log-softmax of "
               "alpha per unit and side; "
               "context: sensitivity around W4A4; amp: minus the metric drop, where every "
-              "option has one). Measured: held-out metric."]
+              "option has one; shapley: the default search's values of the last window it "
+              "played at this budget, which rank only policies inside that window: the "
+              "'window of shapley seed' rows rank iso-BOPs policies drawn inside it, every "
+              "predictor on the same policies). Measured: held-out metric."]
     spans = []
     for block in data["tau"]:
         info = data["models"][block["model"]]
         scale = _scale(info)
         m, bops = block["measured"], block["bops"]
         if m:
-            spans.append(f"{info['title']}: held-out {info['metric']} of the policies "
+            spans.append(f"{info['title']}, {block.get('set', 'all options')}: held-out "
+                         f"{info['metric']} of the policies "
                          f"{min(m) * scale:.2f}-{max(m) * scale:.2f}, BOPs "
                          f"{min(bops) / 1e6:.1f}-{max(bops) / 1e6:.1f} M")
     return [*lines, "", *[f"- {s}" for s in spans]]
