@@ -276,11 +276,11 @@ def config_from(args: argparse.Namespace) -> Config:
     skip = tuple(s for s in args.skip.split(",") if s)
     if args.quick:
         one = ShapleyPlan(0, 1, 1)
+        small = replace(fashion, search=200, heldout=500, calib=64, shapley=one,
+                        random_cap=20, dmpq_epochs=1)
         plans = {
-            "fashion_resnet": replace(fashion, search=200, heldout=500, calib=64,
-                                      shapley=one, random_cap=20, dmpq_epochs=1),
-            "fashion_dsnet": replace(fashion, search=200, heldout=500, calib=64,
-                                     shapley=one, random_cap=20, dmpq_epochs=1),
+            "fashion_resnet": small,
+            "fashion_dsnet": small,
             "mobilenet_v2": replace(plans["mobilenet_v2"], search=8, heldout=8, calib=8,
                                     shapley=one, random_cap=10, amp_candidates=("W4A8",
                                                                                 "W2A4"),
