@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness.core import Arena, make_arena
-from harness.data import fashion_resnet, mobilenet_v2
+from harness.data import fashion_dsnet, fashion_resnet, mobilenet_v2
 
 from smpq_onnx.api.searching import default_anchor, default_estimator
 from smpq_onnx.engine.evaluator import Evaluator
@@ -45,6 +45,7 @@ from smpq_onnx.strategy.baselines import amp_search, random_search
 from smpq_onnx.strategy.local import local_search
 from smpq_onnx.strategy.smpq import SearchResult, SearchSettings, shapley_search, sized_settings
 
+RADIUS = 1
 BUDGETS = {"w4a8": Option(4, 8), "w3a8": Option(3, 8), "w4a4": Option(4, 4),
            "w3a4": Option(3, 4)}
 
@@ -58,7 +59,8 @@ def run(name: str, arena: Arena, budget: Budget, seed: int, count: int,
         return random_search(game, evaluator, costs, budget, evaluations=count, seed=seed)
     if name == "local":
         return local_search(game, evaluator, costs, budget,
-                            dataclasses.replace(local_settings, seed=seed), max_evals=count)
+                            dataclasses.replace(local_settings, seed=seed), max_evals=count,
+                            radius=RADIUS)
     settings = sized_settings(game, SearchSettings(seed=seed), max_evals=count)
     return shapley_search(game, evaluator, costs, budget, settings)
 
@@ -74,7 +76,11 @@ def main() -> None:
     parser.add_argument("--measured-candidates", type=int,
                         help="override local.MEASURED_CANDIDATES (best measured coalitions "
                         "among the final candidates)")
-    parser.add_argument("--model", choices=("fashion_resnet", "mobilenet_v2"),
+    parser.add_argument("--interactions", type=int, default=0,
+                        help="the local search's measured pair terms (units per window)")
+    parser.add_argument("--radius", type=int, default=1,
+                        help="the local search's window radius (steps either side)")
+    parser.add_argument("--model", choices=("fashion_resnet", "fashion_dsnet", "mobilenet_v2"),
                         default="fashion_resnet")
     parser.add_argument("--hw", default="flexible")
     parser.add_argument("--search-crops", type=int, default=64)
@@ -91,9 +97,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.measured_candidates is not None:
         local.MEASURED_CANDIDATES = args.measured_candidates
+    global RADIUS
+    RADIUS = args.radius
     runtime = RuntimeConfig()
-    data = (fashion_resnet(n_search=1000, n_calib=256, n_test=10000)
-            if args.model == "fashion_resnet" else
+    fashion = {"fashion_resnet": fashion_resnet, "fashion_dsnet": fashion_dsnet}
+    data = (fashion[args.model](n_search=1000, n_calib=256, n_test=10000)
+            if args.model in fashion else
             mobilenet_v2(n_search=args.search_crops, n_heldout=args.heldout_crops, n_calib=64))
     histograms = collect_histograms(data.model, data.calib.batches(64),
                                     [layer.activation for layer in data.model.layers],
@@ -103,7 +112,8 @@ def main() -> None:
         arena.search = Evaluator(data.model, arena.search.calibration, data.search,
                                  BUILTIN_METRICS[args.search_metric], runtime=runtime)
     costs, evaluator = arena.costs, arena.search
-    local_settings = SearchSettings(estimator=args.estimator, anchor=args.anchor)
+    local_settings = SearchSettings(estimator=args.estimator, anchor=args.anchor,
+                                    interactions=args.interactions)
     methods = [*args.methods.split(","), *(["random"] if args.with_random else [])]
     rows: list[dict[str, Any]] = []
 

@@ -78,6 +78,10 @@ from smpq_onnx.strategy.smpq import (
 @click.option("--refine-share", type=float, default=0.0, show_default=True,
               help="Shapley only: fraction of --max-evals kept for a measured hill climb "
               "(budget-neutral moves) from the selected policy.")
+@click.option("--interactions", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Budget-local game: units whose pairwise terms are measured at each "
+              "window's best proposal and added to the knapsack (K + K(K-1)/2 evaluations "
+              "per window); 0: first-order only.")
 @click.option("--keep-first-last", is_flag=True,
               help="Fix the first and last quantizable layers at the profile's highest integer "
               "option.")
@@ -105,8 +109,9 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
                    budget_bops: int | None, budget_bops_ratio: float | None,
                    budget_flash: int | None, budget_sram: int | None,
                    budget_latency_ms: float | None, max_drop: float | None,
-                   refine_share: float, pins: tuple[str, ...], keep_first_last: bool,
-                   executor: str, workers: int | None, ray_address: str | None,
+                   refine_share: float, interactions: int, pins: tuple[str, ...],
+                   keep_first_last: bool, executor: str, workers: int | None,
+                   ray_address: str | None,
                    out_dir: Path,
                    rounding: str, bias_correction: bool, scale_search: bool, provider: str,
                    threads: int, optimization: str,
@@ -125,7 +130,8 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
             scale_search=scale_search, provider=provider,
             threads=threads, optimization=optimization,
             input_shapes=input_shapes, pins=pins, keep_first_last=keep_first_last,
-            refine_share=refine_share, executor=executor, workers=workers,
+            refine_share=refine_share, interactions=interactions, executor=executor,
+            workers=workers,
             ray_address=ray_address, progress=progress)
     if as_json:
         click.echo(json.dumps(outcome.report, indent=2))

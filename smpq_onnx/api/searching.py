@@ -100,7 +100,8 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
            optimization: str = "all",
            input_shapes: Mapping[str, Sequence[int]] | None = None,
            pins: Sequence[str] = (), keep_first_last: bool = False,
-           refine_share: float = 0.0, executor: str = "local", workers: int | None = None,
+           refine_share: float = 0.0, interactions: int = SearchSettings.interactions,
+           executor: str = "local", workers: int | None = None,
            ray_address: str | None = None,
            progress: Progress | None = None) -> SearchOutcome:
     """Search per-layer bit-widths of ``model`` (default: the bundled example) for ``hw``.
@@ -117,7 +118,9 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     highest integer option (:mod:`smpq_onnx.strategy.pins`). Pinned layers are not
     searched; a pin the profile forbids raises ``PolicyError``. ``refine_share`` (shapley
     only): the fraction of ``max_evals`` kept for a measured hill climb from the selected
-    policy (:mod:`smpq_onnx.strategy.refine`). ``executor`` (local or ray), ``workers`` and
+    policy (:mod:`smpq_onnx.strategy.refine`). ``interactions`` (budget-local game): units
+    whose pair terms are measured at each window's best proposal
+    (:mod:`smpq_onnx.strategy.interactions`). ``executor`` (local or ray), ``workers`` and
     ``ray_address``: where the evaluations run (:mod:`smpq_onnx.api.executing`); the policy
     found does not depend on them. Local workers are spawned processes: a script calling
     this needs the ``if __name__ == "__main__":`` guard.
@@ -138,6 +141,10 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
         raise InvalidArgumentError(f"--refine-share must be in [0, 1), got {refine_share}")
     if refine_share and method != "shapley":
         raise InvalidArgumentError("--refine-share works with --method shapley")
+    if interactions < 0:
+        raise InvalidArgumentError(f"--interactions must be 0 or more, got {interactions}")
+    if interactions and (method != "shapley" or game != "local"):
+        raise InvalidArgumentError("--interactions works with --method shapley --game local")
     if estimator == CONTROL_VARIATE and semantics != "hard":
         raise InvalidArgumentError("--estimator owen-cv needs --semantics hard")
     spread = ExecutorChoice(executor, workers, ray_address).check()
@@ -157,7 +164,7 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     base = SearchSettings(estimator=estimator, selection=selection, seed=seed, xi=xi,
                           beta=beta, truncation=truncation or None, semantics=semantics,
                           reference=str(Option.parse(reference)), game=game,
-                          anchor=default_anchor(game))
+                          anchor=default_anchor(game), interactions=interactions)
     pinned = resolve_pins(context.space, pins, keep_first_last=keep_first_last)
     quant_game = QuantizationGame(context.space, reference=Option.parse(base.reference),
                                   semantics=semantics, pins=pinned)

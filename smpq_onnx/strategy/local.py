@@ -15,7 +15,9 @@ played in a window around a centre policy that fits (first the best measured uni
   measured (for the values with and without the sampled residual), and the best of them
   becomes the next centre (a trust region that moves with the incumbent) only if it wins
   :data:`CONFIDENCE` of paired bootstrap resamples against the incumbent, while evaluations
-  are left.
+  are left;
+- with ``SearchSettings.interactions`` K, pair terms measured at each window's best proposal
+  join the knapsack (:mod:`smpq_onnx.strategy.interactions`) and its policies compete too.
 
 Every evaluated coalition is a real policy with a real score: the best few that fit the
 budget join the final candidates, scored on the emitted model like the knapsack's and the
@@ -41,6 +43,7 @@ from smpq_onnx.quant.options import Option
 from smpq_onnx.quant.policy import Policy
 from smpq_onnx.strategy.control_variate import SeparableControlVariate
 from smpq_onnx.strategy.game import QuantizationGame
+from smpq_onnx.strategy.interactions import interaction_proposals, pair_cost
 from smpq_onnx.strategy.selection import Infeasible, best_k
 from smpq_onnx.strategy.shapley import QBand
 from smpq_onnx.strategy.smpq import (
@@ -100,9 +103,10 @@ def budget_band(game: QuantizationGame, costs: CostModel, budget: Budget, *, see
     return (max(0.0, center - half_width), min(1.0, center + half_width))
 
 
-def window_around(game: QuantizationGame, center: Sequence[Option]
+def window_around(game: QuantizationGame, center: Sequence[Option], radius: int = 1
                   ) -> tuple[list[Option], list[list[Option]]]:
-    """Per unit, the floor (one step below ``center`` per side) and the window's options."""
+    """Per unit, the floor (``radius`` steps below ``center`` per side) and the window's
+    options (up to ``radius`` steps either side)."""
     floors, windows = [], []
     for unit, middle in zip(game.units, center, strict=True):
         if unit.pinned:
@@ -110,14 +114,14 @@ def window_around(game: QuantizationGame, center: Sequence[Option]
             windows.append([middle])
             continue
         if game.split_sides:
-            w = _steps(sorted({o.w_bits for o in unit.options}), middle.w_bits)
-            a = _steps(sorted({o.a_bits for o in unit.options}), middle.a_bits)
+            w = _steps(sorted({o.w_bits for o in unit.options}), middle.w_bits, radius)
+            a = _steps(sorted({o.a_bits for o in unit.options}), middle.a_bits, radius)
             legal = [o for o in unit.options if o.w_bits in w and o.a_bits in a]
             floors.append(Option(w[0], a[0]))
         else:
             ranked = sorted(unit.options, key=lambda o: (o.w_bits * o.a_bits, o.a_bits,
                                                          o.w_bits))
-            legal = _steps(ranked, middle)
+            legal = _steps(ranked, middle, radius)
             floors.append(legal[0])
         windows.append(legal)
     return floors, windows
@@ -126,9 +130,9 @@ def window_around(game: QuantizationGame, center: Sequence[Option]
 Step = TypeVar("Step")
 
 
-def _steps(ordered: list[Step], middle: Step) -> list[Step]:
+def _steps(ordered: list[Step], middle: Step, radius: int) -> list[Step]:
     i = ordered.index(middle)
-    return ordered[max(i - 1, 0):i + 2]
+    return ordered[max(i - radius, 0):i + radius + 1]
 
 
 def window_settings(local: QuantizationGame, costs: CostModel, budget: Budget,
@@ -142,6 +146,8 @@ def window_settings(local: QuantizationGame, costs: CostModel, budget: Budget,
     left = share - settings.candidates
     if settings.estimator == CONTROL_VARIATE:  # the table, and its own proposals
         left -= len(local.players) + 1 + settings.candidates
+    if settings.interactions >= 2:  # the measured pairs, and their proposals
+        left -= pair_cost(settings.interactions) + settings.candidates
     paired = samples is not None or left >= 4 * level
     count = samples if samples is not None else (
         max(2, int(left // (2 * level))) if paired else int(max(left, 0) // max(level, 1.0)))
@@ -155,10 +161,14 @@ def window_settings(local: QuantizationGame, costs: CostModel, budget: Budget,
 def knapsack_proposals(local: QuantizationGame, costs: CostModel, budget: Budget,
                        phi: np.ndarray, count: int) -> list[Policy]:
     """The ``count`` best policies of the window under every budget, for values ``phi``."""
-    utilities = [np.array([table[o] for o in unit.options])
-                 for unit, table in zip(local.units, local.unit_utilities(phi), strict=True)]
-    return [policy_of(local, choice)
-            for choice in best_k(knapsack_problem(local, costs, budget, utilities), count)]
+    problem = knapsack_problem(local, costs, budget, option_utilities(local, phi))
+    return [policy_of(local, choice) for choice in best_k(problem, count)]
+
+
+def option_utilities(local: QuantizationGame, phi: np.ndarray) -> list[np.ndarray]:
+    """Per unit, the utility of each of its options (in the unit's order) for ``phi``."""
+    return [np.array([table[o] for o in unit.options])
+            for unit, table in zip(local.units, local.unit_utilities(phi), strict=True)]
 
 
 def starting_center(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
@@ -181,9 +191,11 @@ def starting_center(game: QuantizationGame, evaluator: Evaluator, costs: CostMod
 def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
                  budget: Budget, settings: SearchSettings, *, max_evals: int,
                  samples: int | None = None, windows: int | None = None,
-                 progress: Progress | None = None) -> SearchResult:
+                 radius: int = 1, progress: Progress | None = None) -> SearchResult:
     """``samples`` Owen samples in each of ``windows`` windows (default: sized to
-    ``max_evals``, at most :data:`MAX_MOVES` windows of at least 2 samples)."""
+    ``max_evals``, at most :data:`MAX_MOVES` windows of at least 2 samples), each spanning
+    ``radius`` steps either side of its centre per side (wider windows were mixed on the
+    depthwise Fashion net: README, "Budget-local game: measured")."""
     start = time.perf_counter()
     before = evaluator.n_evaluations
     known_before = set(evaluator.history)
@@ -191,17 +203,18 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
         raise infeasible_error(game, costs, budget)
     uniforms = uniform_candidates(game, costs, budget)
     center = starting_center(game, evaluator, costs, budget, uniforms)
-    first = game.window(*window_around(game, center))
+    first = game.window(*window_around(game, center, radius))
     per_window = 2 * expected_sample_cost(first, settings.estimator)  # 2 Owen samples
     moves = windows or int(max(1, min(MAX_MOVES, max_evals // max(per_window, 1.0))))
     spent_per_move: list[int] = []
     bands: list[str] = []
+    pair_terms: list[int] = []
     accepted = 0
     played: tuple[QuantizationGame, np.ndarray, np.ndarray, np.ndarray] | None = None
     incumbent = policy_of(game, [u.options.index(o) for u, o in zip(game.units, center,
                                                                    strict=True)])
     for move in range(moves):
-        local = first if move == 0 else game.window(*window_around(game, center))
+        local = first if move == 0 else game.window(*window_around(game, center, radius))
         left = max_evals - (evaluator.n_evaluations - before)
         share = left // (moves - move)
         if (share <= 0 and samples is None) or not local.players:
@@ -232,6 +245,14 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
                 if p not in proposals]
         measured = dict(zip(proposals, evaluator.scores(proposals), strict=True))
         challenger = max(measured, key=lambda p: (measured[p], -costs.cost(p).bops))
+        if sized.interactions >= 2:  # pair terms measured at the best proposal
+            extra, terms = interaction_proposals(
+                local, evaluator.scores, costs, budget, option_utilities(local, phi),
+                challenger, units=sized.interactions, count=settings.candidates)
+            extra = [p for p in extra if p not in measured]
+            measured.update(zip(extra, evaluator.scores(extra), strict=True))
+            challenger = max(measured, key=lambda p: (measured[p], -costs.cost(p).bops))
+            pair_terms.append(len(terms))
         if (measured[challenger] > evaluator.evaluate(incumbent).score
                 and beats(evaluator, challenger, incumbent, seed=settings.seed)):
             incumbent = challenger
@@ -249,6 +270,8 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
         "game": "local", "windows": len(spent_per_move),
         "evaluations_per_window": ",".join(map(str, spent_per_move)),
         "q_bands": ",".join(bands), "moves_accepted": accepted}
+    if pair_terms:
+        details["pair_terms_per_window"] = ",".join(map(str, pair_terms))
     if best_policy != incumbent and not beats(evaluator, best_policy, incumbent,
                                               seed=settings.seed):
         best_policy, best_score = next(item for item in scored if item[0] == incumbent)

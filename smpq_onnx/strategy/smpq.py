@@ -76,6 +76,9 @@ class SearchSettings:
     """Owen levels in antithetic pairs (single levels halve a sample's cost)."""
     anchor: str = "floor"
     """Where ``owen-cv``'s single-side table is measured (:mod:`.control_variate`)."""
+    interactions: int = 0
+    """Budget-local game: units whose pairwise terms are measured at each window's best
+    proposal (:mod:`smpq_onnx.strategy.interactions`); 0 or 1: none."""
     game: str = "local"
     """``local``: the budget-local game of :mod:`smpq_onnx.strategy.local`; ``global``: the
     paper's game over every option, absent units at the reference precision."""

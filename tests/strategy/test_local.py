@@ -65,7 +65,7 @@ def test_the_papers_game_is_kept_behind_a_flag(tiny: tuple[Path, Path],
     assert "add --game global" in result.output.strip().splitlines()[-1]
 
 
-def _window_game(profile_name: str = "flexible"):
+def _window_game(profile_name: str = "flexible", radius: int = 1):
     from conftest import conv_chain
 
     from smpq_onnx.hardware.cost import CostModel
@@ -79,7 +79,17 @@ def _window_game(profile_name: str = "flexible"):
     model, profile = import_model(conv_chain()), load_profile(profile_name)
     game = QuantizationGame(SearchSpace.build(model, profile))
     center = [Option(4, 4) if Option(4, 4) in u.options else u.options[0] for u in game.units]
-    return game.window(*window_around(game, center)), CostModel(model, profile)
+    return game.window(*window_around(game, center, radius)), CostModel(model, profile)
+
+
+@pytest.mark.parametrize("radius", [1, 2])
+def test_a_window_spans_radius_steps_either_side_per_side(radius: int) -> None:
+    local, _ = _window_game(radius=radius)
+    widths = set(range(4 - radius, 4 + radius + 1))  # flexible: 2-8 on both sides, centre W4A4
+    for unit, floor in zip(local.units, local.floors or (), strict=True):
+        assert {o.w_bits for o in unit.options} == widths
+        assert {o.a_bits for o in unit.options} == widths
+        assert floor.w_bits == floor.a_bits == 4 - radius
 
 
 def test_the_budget_band_is_centred_where_coalitions_cost_the_budget() -> None:
