@@ -45,13 +45,12 @@ from smpq_onnx.strategy.baselines import amp_search, random_search
 from smpq_onnx.strategy.local import local_search
 from smpq_onnx.strategy.smpq import SearchResult, SearchSettings, shapley_search, sized_settings
 
-RADIUS = 1
 BUDGETS = {"w4a8": Option(4, 8), "w3a8": Option(3, 8), "w4a4": Option(4, 4),
            "w3a4": Option(3, 4)}
 
 
 def run(name: str, arena: Arena, budget: Budget, seed: int, count: int,
-        local_settings: SearchSettings) -> SearchResult:
+        local_settings: SearchSettings, radius: int) -> SearchResult:
     game, costs, evaluator = arena.game, arena.costs, arena.search
     if name == "amp":
         return amp_search(game, evaluator, costs, budget)
@@ -60,7 +59,7 @@ def run(name: str, arena: Arena, budget: Budget, seed: int, count: int,
     if name == "local":
         return local_search(game, evaluator, costs, budget,
                             dataclasses.replace(local_settings, seed=seed), max_evals=count,
-                            radius=RADIUS)
+                            radius=radius)
     settings = sized_settings(game, SearchSettings(seed=seed), max_evals=count)
     return shapley_search(game, evaluator, costs, budget, settings)
 
@@ -97,8 +96,6 @@ def main() -> None:
     args = parser.parse_args()
     if args.measured_candidates is not None:
         local.MEASURED_CANDIDATES = args.measured_candidates
-    global RADIUS
-    RADIUS = args.radius
     runtime = RuntimeConfig()
     fashion = {"fashion_resnet": fashion_resnet, "fashion_dsnet": fashion_dsnet}
     data = (fashion[args.model](n_search=1000, n_calib=256, n_test=10000)
@@ -120,7 +117,7 @@ def main() -> None:
     def record(name: str, key: str, seed: int | None, count: int) -> int:
         evaluator.forget()  # every method starts cold: the count is its own
         before, start = evaluator.n_evaluations, time.perf_counter()
-        result = run(name, arena, budget, seed or 0, count, local_settings)
+        result = run(name, arena, budget, seed or 0, count, local_settings, args.radius)
         spent = evaluator.n_evaluations - before
         row = {"method": name, "budget": key, "seed": seed, "search": result.score,
                "bops": result.costs.bops, "budget_bops": budget.bops, "evaluations": spent,

@@ -30,7 +30,7 @@ from smpq_onnx.hardware.cost import CostModel
 from smpq_onnx.quant.policy import Policy
 from smpq_onnx.strategy.game import QuantizationGame
 from smpq_onnx.strategy.selection import best_k
-from smpq_onnx.strategy.smpq import knapsack_problem, policy_of
+from smpq_onnx.strategy.smpq import choice_of, knapsack_problem, policy_of
 
 PairTerms = dict[tuple[int, int, int, int], float]
 """(unit k, option index of k, unit m, option index of m) -> value added when both hold."""
@@ -41,19 +41,14 @@ def pair_cost(units: int) -> int:
     return units + units * (units - 1) // 2
 
 
-def choice_of(game: QuantizationGame, policy: Policy) -> list[int]:
-    """Per unit, the index of ``policy``'s option among the unit's options."""
-    return [unit.options.index(policy[unit.layers[0]]) for unit in game.units]
-
-
 def most_lowered(game: QuantizationGame, choice: Sequence[int], top: Sequence[int],
                  utilities: Sequence[np.ndarray], count: int) -> list[int]:
     """The ``count`` unpinned units ``choice`` puts below ``top`` that lose most by the
     first-order ``utilities`` (ties: the earlier unit)."""
-    losses = [(float(utilities[k][top[k]] - utilities[k][choice[k]]), -k)
-              for k, unit in enumerate(game.units)
-              if not unit.pinned and choice[k] != top[k]]
-    return [-k for _, k in sorted(losses, reverse=True)[:count]]
+    lowered = [k for k, unit in enumerate(game.units)
+               if not unit.pinned and choice[k] != top[k]]
+    loss = {k: float(utilities[k][top[k]] - utilities[k][choice[k]]) for k in lowered}
+    return sorted(lowered, key=lambda k: (-loss[k], k))[:count]
 
 
 def measured_pairs(game: QuantizationGame, score_many: Callable[[list[Policy]], list[float]],

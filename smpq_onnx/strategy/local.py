@@ -244,14 +244,18 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
                 local, costs, budget, table.shapley(None, sized.q_band), settings.candidates)
                 if p not in proposals]
         measured = dict(zip(proposals, evaluator.scores(proposals), strict=True))
-        challenger = max(measured, key=lambda p: (measured[p], -costs.cost(p).bops))
+
+        def ranked(p: Policy, scores: dict[Policy, float] = measured) -> tuple[float, int]:
+            return scores[p], -costs.cost(p).bops  # the best score, then the fewest BOPs
+
+        challenger = max(measured, key=ranked)
         if sized.interactions >= 2:  # pair terms measured at the best proposal
             extra, terms = interaction_proposals(
                 local, evaluator.scores, costs, budget, option_utilities(local, phi),
                 challenger, units=sized.interactions, count=settings.candidates)
             extra = [p for p in extra if p not in measured]
             measured.update(zip(extra, evaluator.scores(extra), strict=True))
-            challenger = max(measured, key=lambda p: (measured[p], -costs.cost(p).bops))
+            challenger = max(measured, key=ranked)
             pair_terms.append(len(terms))
         if (measured[challenger] > evaluator.evaluate(incumbent).score
                 and beats(evaluator, challenger, incumbent, seed=settings.seed)):

@@ -22,17 +22,12 @@ from smpq_onnx.hardware.cost import CostModel
 from smpq_onnx.quant.policy import Policy
 from smpq_onnx.strategy.game import QuantizationGame
 from smpq_onnx.strategy.moves import mutation, repair
-from smpq_onnx.strategy.smpq import SearchResult, policy_of
+from smpq_onnx.strategy.smpq import SearchResult, choice_of, policy_of
 
 STALL_STEPS = 200
 BROOD = 4
 """Moves from one incumbent evaluated as one batch."""
 REFINE_STREAM = 7_001  # the refinement's random stream, apart from the estimator's
-
-
-def choice_of(game: QuantizationGame, policy: Policy) -> list[int]:
-    """``policy`` as option indices per unit."""
-    return [unit.options.index(policy[unit.layers[0]]) for unit in game.units]
 
 
 def hill_climb(game: QuantizationGame, evaluator: Evaluator, costs: CostModel, budget: Budget,

@@ -270,6 +270,11 @@ def policy_of(game: QuantizationGame, choice: list[int]) -> Policy:
     return Policy(chosen)
 
 
+def choice_of(game: QuantizationGame, policy: Policy) -> list[int]:
+    """``policy`` as option indices per unit (the inverse of :func:`policy_of`)."""
+    return [unit.options.index(policy[unit.layers[0]]) for unit in game.units]
+
+
 def cheapest_policy(game: QuantizationGame) -> Policy:
     """Every unit at its option of fewest bits (w_bits * a_bits, then w_bits)."""
     choice = []

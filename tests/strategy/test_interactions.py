@@ -21,7 +21,6 @@ from smpq_onnx.quant.options import Option
 from smpq_onnx.quant.policy import Policy
 from smpq_onnx.strategy.game import QuantizationGame
 from smpq_onnx.strategy.interactions import (
-    choice_of,
     interaction_proposals,
     measured_pairs,
     most_lowered,
@@ -29,7 +28,7 @@ from smpq_onnx.strategy.interactions import (
 )
 from smpq_onnx.strategy.local import window_around
 from smpq_onnx.strategy.selection import best_k
-from smpq_onnx.strategy.smpq import knapsack_problem, policy_of
+from smpq_onnx.strategy.smpq import choice_of, knapsack_problem, policy_of
 from smpq_onnx.strategy.space import SearchSpace
 
 PENALTY = -10.0
