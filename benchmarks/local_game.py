@@ -50,7 +50,7 @@ BUDGETS = {"w4a8": Option(4, 8), "w3a8": Option(3, 8), "w4a4": Option(4, 4),
 
 
 def run(name: str, arena: Arena, budget: Budget, seed: int, count: int,
-        local_settings: SearchSettings, radius: int) -> SearchResult:
+        local_settings: SearchSettings, radius: int, most_bits_start: bool) -> SearchResult:
     game, costs, evaluator = arena.game, arena.costs, arena.search
     if name == "amp":
         return amp_search(game, evaluator, costs, budget)
@@ -59,7 +59,7 @@ def run(name: str, arena: Arena, budget: Budget, seed: int, count: int,
     if name == "local":
         return local_search(game, evaluator, costs, budget,
                             dataclasses.replace(local_settings, seed=seed), max_evals=count,
-                            radius=radius)
+                            radius=radius, most_bits_start=most_bits_start)
     settings = sized_settings(game, SearchSettings(seed=seed), max_evals=count)
     return shapley_search(game, evaluator, costs, budget, settings)
 
@@ -79,6 +79,8 @@ def main() -> None:
                         help="the local search's measured pair terms (units per window)")
     parser.add_argument("--radius", type=int, default=1,
                         help="the local search's window radius (steps either side)")
+    parser.add_argument("--uniform-start", action="store_true",
+                        help="the local search's first centre from the uniform policies only")
     parser.add_argument("--model", choices=("fashion_resnet", "fashion_dsnet", "mobilenet_v2"),
                         default="fashion_resnet")
     parser.add_argument("--hw", default="flexible")
@@ -117,7 +119,8 @@ def main() -> None:
     def record(name: str, key: str, seed: int | None, count: int) -> int:
         evaluator.forget()  # every method starts cold: the count is its own
         before, start = evaluator.n_evaluations, time.perf_counter()
-        result = run(name, arena, budget, seed or 0, count, local_settings, args.radius)
+        result = run(name, arena, budget, seed or 0, count, local_settings, args.radius,
+                     not args.uniform_start)
         spent = evaluator.n_evaluations - before
         row = {"method": name, "budget": key, "seed": seed, "search": result.score,
                "bops": result.costs.bops, "budget_bops": budget.bops, "evaluations": spent,

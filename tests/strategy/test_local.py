@@ -134,3 +134,42 @@ def test_a_windows_estimator_stays_within_its_share(share: int) -> None:
     assert planned <= max(share, table_and_proposals)
     assert not sized.paired_levels or sized.samples >= 2
     assert 0.0 <= sized.q_band[0] < sized.q_band[1] <= 1.0
+
+
+@pytest.mark.parametrize("ratio", [0.1, 0.25, 0.5])
+def test_the_most_bits_start_fits_and_no_unit_can_gain_a_bit_within_the_budget(
+        ratio: float) -> None:
+    """The knapsack's most-bits policy is optimal: raising any one unit one step on either side
+    breaks the budget, and it has at least the bits of every uniform policy that fits."""
+    import numpy as np
+    from conftest import conv_chain
+
+    from smpq_onnx.hardware.budget import Budget
+    from smpq_onnx.hardware.cost import CostModel
+    from smpq_onnx.hardware.profile import load_profile
+    from smpq_onnx.model.importer import import_model
+    from smpq_onnx.strategy.game import QuantizationGame
+    from smpq_onnx.strategy.local import most_bits_policies
+    from smpq_onnx.strategy.smpq import uniform_candidates
+    from smpq_onnx.strategy.space import SearchSpace
+
+    model, profile = import_model(conv_chain()), load_profile("flexible")
+    game, costs = QuantizationGame(SearchSpace.build(model, profile)), CostModel(model, profile)
+    budget = Budget(bops=int(ratio * W8A8_BOPS))
+
+    def fits(policy: dict) -> bool:
+        return all(line.fits for line in budget.check(costs.cost(policy)))
+
+    def bits(policy: dict) -> float:
+        return sum(np.log2(policy[u.layers[0]].w_bits * policy[u.layers[0]].a_bits)
+                   for u in game.units)
+
+    best, second = most_bits_policies(game, costs, budget)
+    assert fits(best) and fits(second) and best != second and bits(best) >= bits(second)
+    for unit in game.units:
+        option = best[unit.layers[0]]
+        raises = [o for o in unit.options if (o.w_bits, o.a_bits) > (option.w_bits, option.a_bits)
+                  and min(o.w_bits - option.w_bits, o.a_bits - option.a_bits) == 0]
+        for raised in raises:  # one side more bits, the other kept
+            assert not fits({**best, **{layer: raised for layer in unit.layers}})
+    assert all(bits(best) >= bits(u) for u in uniform_candidates(game, costs, budget))
