@@ -65,21 +65,27 @@ def test_the_papers_game_is_kept_behind_a_flag(tiny: tuple[Path, Path],
     assert "add --game global" in result.output.strip().splitlines()[-1]
 
 
-def _window_game(profile_name: str = "flexible", radius: int = 1):
+def _chain_game(profile_name: str = "flexible"):
+    """The conv chain's full game and cost model on ``profile_name``."""
     from conftest import conv_chain
 
     from smpq_onnx.hardware.cost import CostModel
     from smpq_onnx.hardware.profile import load_profile
     from smpq_onnx.model.importer import import_model
-    from smpq_onnx.quant.options import Option
     from smpq_onnx.strategy.game import QuantizationGame
-    from smpq_onnx.strategy.local import window_around
     from smpq_onnx.strategy.space import SearchSpace
 
     model, profile = import_model(conv_chain()), load_profile(profile_name)
-    game = QuantizationGame(SearchSpace.build(model, profile))
+    return QuantizationGame(SearchSpace.build(model, profile)), CostModel(model, profile)
+
+
+def _window_game(profile_name: str = "flexible", radius: int = 1):
+    from smpq_onnx.quant.options import Option
+    from smpq_onnx.strategy.local import window_around
+
+    game, costs = _chain_game(profile_name)
     center = [Option(4, 4) if Option(4, 4) in u.options else u.options[0] for u in game.units]
-    return game.window(*window_around(game, center, radius)), CostModel(model, profile)
+    return game.window(*window_around(game, center, radius)), costs
 
 
 @pytest.mark.parametrize("radius", [1, 2])
@@ -142,19 +148,12 @@ def test_the_most_bits_start_fits_and_no_unit_can_gain_a_bit_within_the_budget(
     """The knapsack's most-bits policy is optimal: raising any one unit one step on either side
     breaks the budget, and it has at least the bits of every uniform policy that fits."""
     import numpy as np
-    from conftest import conv_chain
 
     from smpq_onnx.hardware.budget import Budget
-    from smpq_onnx.hardware.cost import CostModel
-    from smpq_onnx.hardware.profile import load_profile
-    from smpq_onnx.model.importer import import_model
-    from smpq_onnx.strategy.game import QuantizationGame
     from smpq_onnx.strategy.local import most_bits_policies
     from smpq_onnx.strategy.smpq import uniform_candidates
-    from smpq_onnx.strategy.space import SearchSpace
 
-    model, profile = import_model(conv_chain()), load_profile("flexible")
-    game, costs = QuantizationGame(SearchSpace.build(model, profile)), CostModel(model, profile)
+    game, costs = _chain_game()
     budget = Budget(bops=int(ratio * W8A8_BOPS))
 
     def fits(policy: dict) -> bool:
