@@ -15,7 +15,9 @@ on ``mcu``: the profile's flash and SRAM limits; the Fashion-MNIST depthwise-sep
 1. Budget-independent estimates, once per (model, profile) and seed: the paper's Shapley
    contributions (``shapley-paper``, Owen), context sensitivities, AMP sensitivities. DMPQ
    trains alpha per budget, but reuses a looser budget's training when its argmax policy
-   meets the tighter budget too (dmpq_search would repeat exactly the same attempts).
+   meets the tighter budget too (dmpq_search would repeat exactly the same attempts), and
+   otherwise continues its cd doubling where the looser budget's stopped (every attempt
+   trains afresh from the same seed, so the skipped ones would miss this budget again).
 2. Per budget: ``shapley``, ``smpq-onnx search``'s default (the budget-local game), given
    AMP's evaluation count on the arena (``--shapley-evals`` to change it); the selection of
    every other method (uniform, random with as many draws as that shapley run evaluated,

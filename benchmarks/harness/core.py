@@ -285,7 +285,7 @@ def make_arena(data: ModelData, profile_name: str, histograms: dict[str, Streami
     infeasible = {}
     cheapest = costs.cost(cheapest_policy(game))
     for key, budget in budgets.items():
-        if not all(line.fits for line in budget.check(cheapest)):
+        if not budget.fits(cheapest):
             infeasible[key] = str(infeasible_error(game, costs, budget))
     return Arena(data, profile, space, game, costs, search, heldout, sanity, budgets, labels,
                  infeasible)
@@ -310,7 +310,7 @@ def add_result(rec: Recorder, clock: Clock, arena: Arena, budget_key: str, metho
         "search": search_score, "heldout": heldout, "sanity_top1": sanity,
         "bops": costs.bops, "weight_bytes": costs.weight_bytes,
         "peak_activation_bytes": costs.peak_activation_bytes,
-        "fits": all(line.fits for line in budget.check(costs)),
+        "fits": budget.fits(costs),
         "evaluations": evaluations, "estimation_s": estimation_s, "selection_s": selection_s,
         "wall_s": estimation_s + selection_s,
         "options_used": sorted({str(o) for o in policy.values()}),

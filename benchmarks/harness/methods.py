@@ -274,6 +274,7 @@ def run_dmpq(arena: Arena, cfg: Config, seed: int, module: ModuleType, rec: Reco
     if plan.dmpq_images is not None and plan.dmpq_images < len(calib):
         calib = calib.subset(slice(0, plan.dmpq_images), f"{calib.source}[:{plan.dmpq_images}]")
     done: list[tuple[str, Any, int, float]] = []  # (budget key, result, evaluations, seconds)
+    attempts: dict[str, int] = {}  # per trained budget, its attempts counted from settings.cd
     order = sorted(arena.feasible(), key=lambda k: _looseness(arena.budgets[k]), reverse=True)
     for key in order:
         budget = arena.budgets[key]
@@ -281,22 +282,50 @@ def run_dmpq(arena: Arena, cfg: Config, seed: int, module: ModuleType, rec: Reco
         def work(key: str = key, budget: Budget = budget) -> None:
             reuse = next((d for d in done if d[1].details.get("selection") == "argmax"
                           and _no_looser(budget, arena.budgets[d[0]])
-                          and all(line.fits for line in budget.check(d[1].costs))), None)
+                          and budget.fits(d[1].costs)), None)
             if reuse is not None:
                 source, result, evaluations, spent = reuse
                 note = f"same training as {source}: its argmax policy meets this budget too"
             else:
                 counter = CountingEvaluator(arena.search)
                 start = time.perf_counter()
+                resumed, before, note = _continued_doubling(settings, budget, arena, done,
+                                                            attempts)
                 result = module.dmpq_search(arena.game, counter.typed(), arena.costs, budget,
-                                            calib_data=calib, settings=settings)
+                                            calib_data=calib, settings=resumed)
                 spent, evaluations = time.perf_counter() - start, len(counter.asked)
-                note = "trained for this budget"
+                attempts[key] = before + int(result.details["attempts"])
                 done.append((key, result, evaluations, spent))
             if key == TAU_BUDGET or seed not in arena.dmpq_alpha:
                 arena.dmpq_alpha[seed] = np.asarray(result.alpha, dtype=float)
             add_result(rec, clock, arena, key, "dmpq", seed, result.policy, result.score,
                        evaluations=evaluations, estimation_s=spent, selection_s=0.0,
                        extra={"dmpq": dict(result.details), "dmpq_note": note,
+                              "dmpq_attempts_from_start": attempts.get(key),
                               "dmpq_epochs": settings.epochs, "dmpq_images": len(calib)})
         guarded(rec, clock, arena, [key], "dmpq", seed, work)
+
+
+def _continued_doubling(settings: Any, budget: Budget, arena: Arena,
+                        done: list[tuple[str, Any, int, float]], attempts: dict[str, int]
+                        ) -> tuple[Any, int, str]:
+    """DMPQ settings that skip the cd attempts a looser budget already showed to fail here,
+    with how many attempts (counted from ``settings.cd``) they skip, and a note.
+
+    Each attempt trains afresh from the same seed, so an attempt's argmax policy depends on
+    its cd alone: every cd below a looser budget's final one missed that budget, hence this
+    one too, and so did its final argmax (else that policy would have been reused). Doubling
+    on from there, with the attempts left, gives the policy that doubling from the start
+    would, without training those attempts again."""
+    looser = [d for d in done if _no_looser(budget, arena.budgets[d[0]])]
+    if not looser:
+        return settings, 0, "trained for this budget"
+    source, result, _, _ = max(looser, key=lambda d: d[1].details["cd"])
+    cd, made = float(result.details["cd"]), attempts[source]
+    if made <= settings.retries:  # the next cd, with the attempts left
+        resumed = dataclasses.replace(settings, cd=cd * settings.cd_growth,
+                                      retries=settings.retries - made)
+    else:  # none left: the last attempt again, for the knapsack fallback on its alpha
+        resumed, made = dataclasses.replace(settings, cd=cd, retries=0), made - 1
+    return resumed, made, (f"trained for this budget from cd {resumed.cd:g}, where "
+                           f"{source}'s doubling from cd {settings.cd:g} stopped")

@@ -232,7 +232,9 @@ def _setup(data: dict[str, Any]) -> list[str]:
                  "calibration images, argmax alpha, cd raised and alpha retrained while that "
                  "misses the budget, knapsack on log-softmax alpha as the last resort), once "
                  "per budget; a tighter budget reuses a looser budget's result when its argmax "
-                 "policy meets it (dmpq_search would repeat the same attempts).")
+                 "policy meets it (dmpq_search would repeat the same attempts), else continues "
+                 "its cd doubling where the looser budget's stopped (each attempt trains afresh "
+                 "from the seed: the skipped ones would miss again).")
     lines.append(f"- Kendall tau: {cfg['tau_policies']} policies asked, BOPs within "
                  f"±{cfg['tau_window']:.0%} of the W4A8 budget, {cfg['bootstrap']} bootstrap "
                  "resamples of the policies.")

@@ -264,7 +264,7 @@ def pinned_only(game: QuantizationGame, context: QuantizationContext,
     """Every unit pinned: the one policy there is, if it meets the budget."""
     policy = game.realize([])
     costs = context.costs.cost(policy)
-    if not all(line.fits for line in budget.check(costs)):
+    if not budget.fits(costs):
         raise infeasible_error(game, context.costs, budget)
     score = context.evaluator.evaluate(policy).score
     return SearchResult(policy, score, costs, context.evaluator.fp32_score, game, None, None,

@@ -277,11 +277,14 @@ class Evaluator:
         """The results of a batch of independent policies, in the batch's order.
 
         Policies not yet known run on :attr:`executor` (here when there is none), each result
-        recorded as it arrives; ``progress(done)`` counts the batch's policies finished.
+        recorded as it arrives; ``progress(done)`` counts the batch's policies finished. They
+        run in :meth:`prefix_order`, so that policies sharing leading segments follow each
+        other and reuse the cached boundaries (a result does not depend on the order).
         """
         batch = list(policies)
         first = [self._results.get(p) for p in batch]  # memo hits report as cached
-        missing = list(dict.fromkeys(p for p in batch if not self._known(p)))
+        missing = sorted(dict.fromkeys(p for p in batch if not self._known(p)),
+                         key=self.prefix_order)
         multiplicity = Counter(batch)
         done = len(batch) - sum(multiplicity[p] for p in missing)
         if progress is not None and done:
@@ -302,6 +305,10 @@ class Evaluator:
         return [EvalResult(known.score, known.n_samples, 0.0, cached=True)
                 if known is not None else self._results[policy]
                 for policy, known in zip(batch, first, strict=True)]
+
+    def prefix_order(self, policy: Policy) -> tuple[tuple[str, ...], ...]:
+        """Sort key: ``policy``'s configuration segment by segment, in network order."""
+        return tuple(tuple(str(policy[name]) for name in deps) for deps in self._segment_deps)
 
     def scores(self, policies: Iterable[Policy]) -> list[float]:
         """:meth:`evaluate_many`'s scores."""

@@ -33,6 +33,10 @@ class Budget:
             latency_s=b.latency_s,
         )
 
+    def fits(self, costs: Costs) -> bool:
+        """Whether ``costs`` meet every budget that is set."""
+        return all(line.fits for line in self.check(costs))
+
     def check(self, costs: Costs) -> list[BudgetLine]:
         """One line per budget that is set."""
         lines = []

@@ -179,7 +179,7 @@ def amp_select(game: QuantizationGame, evaluator: Evaluator, costs: CostModel, b
         curve.append(list(current))
     for point in curve:
         policy = _with(game, point)
-        if all(line.fits for line in budget.check(costs.cost(policy))):
+        if budget.fits(costs.cost(policy)):
             return policy, evaluator.evaluate(policy).score
     raise infeasible_error(game, costs, budget)
 

@@ -214,7 +214,7 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     start = time.perf_counter()
     before = evaluator.n_evaluations
     known_before = set(evaluator.history)
-    if not all(line.fits for line in budget.check(costs.cost(cheapest_policy(game)))):
+    if not budget.fits(costs.cost(cheapest_policy(game))):
         raise infeasible_error(game, costs, budget)
     uniforms = uniform_candidates(game, costs, budget)
     center = starting_center(game, evaluator, costs, budget, uniforms,
@@ -329,17 +329,25 @@ def beats(evaluator: Evaluator, challenger: Policy, incumbent: Policy, *, seed: 
 def final_candidates(game: QuantizationGame, costs: CostModel, budget: Budget,
                      incumbent: Policy, measured: dict[Policy, float],
                      uniforms: list[Policy]) -> list[Policy]:
-    """The incumbent, the best ``measured`` policies that fit and the ``uniforms`` guard."""
-    fitting = sorted((score, n, policy) for n, (policy, score) in enumerate(measured.items())
+    """The incumbent, the best ``measured`` policies that fit and the ``uniforms`` guard.
+
+    Ties go to fewer BOPs, then to the policy's options by layer name, never to the order
+    in which the scores arrived (which depends on the executor and the batch order)."""
+    fitting = sorted(((score, -costs.cost(policy).bops, _options_key(policy)), policy)
+                     for policy, score in measured.items()
                      if _complete(game, policy)
-                     and all(line.fits for line in budget.check(costs.cost(policy))))
+                     and budget.fits(costs.cost(policy)))
     chosen = [incumbent]
-    for _, _, policy in reversed(fitting):
+    for _, policy in reversed(fitting):
         if len(chosen) > MEASURED_CANDIDATES:
             break
         if policy not in chosen:
             chosen.append(policy)
     return chosen + [p for p in uniforms if p not in chosen]
+
+
+def _options_key(policy: Policy) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((name, str(option)) for name, option in policy.items()))
 
 
 def _complete(game: QuantizationGame, policy: Policy) -> bool:

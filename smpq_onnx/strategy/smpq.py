@@ -339,7 +339,7 @@ def uniform_candidates(game: QuantizationGame, costs: CostModel,
     for option in shared:
         policy = policy_of(game, [0 if unit.pinned else unit.options.index(option)
                                   for unit in game.units])
-        if all(line.fits for line in budget.check(costs.cost(policy))):
+        if budget.fits(costs.cost(policy)):
             fitting.append((option.w_bits * option.a_bits, option.a_bits, option.w_bits, policy))
     if not fitting:
         return []
@@ -363,7 +363,7 @@ def shapley_search(game: QuantizationGame, evaluator: Evaluator, costs: CostMode
     phases: dict[str, float] = {}
     start = time.perf_counter()
     cheapest = costs.cost(cheapest_policy(game))
-    if not all(line.fits for line in budget.check(cheapest)) and settings.selection == "knapsack":
+    if not budget.fits(cheapest) and settings.selection == "knapsack":
         raise infeasible_error(game, costs, budget)
     phi, stderr, alpha = estimate_contributions(game, evaluator, settings, progress)
     phases["shapley_s"] = time.perf_counter() - start

@@ -289,7 +289,7 @@ def test_joint_games_mix_the_allowed_pairs(tmp_path: Path, tiny: tuple[Path, Pat
     result = dmpq_search(game, context.evaluator, context.costs, budget,
                          calib_data=context.calib_data, settings=FAST)
     assert result.alpha is not None and result.alpha.shape == (len(game.players),)
-    assert all(line.fits for line in budget.check(result.costs))
+    assert budget.fits(result.costs)
 
 
 def test_the_budget_is_met_by_cd_growth_or_the_knapsack(
@@ -298,7 +298,7 @@ def test_the_budget_is_met_by_cd_growth_or_the_knapsack(
     tight = _budget(tiny_context, 0.15)
     result = dmpq_search(game, tiny_context.evaluator, tiny_context.costs, tight,
                          calib_data=tiny_context.calib_data, settings=FAST)
-    assert all(line.fits for line in tight.check(result.costs))
+    assert tight.fits(result.costs)
     assert result.details["selection"] in ("argmax", "knapsack")
     # Only the cheapest policy fits and cd = 0 never reaches it: the knapsack fallback does.
     cheapest = cheapest_policy(game)
@@ -350,3 +350,23 @@ def test_dmpq_without_torch_is_one_line(tiny: tuple[Path, Path], tmp_path: Path,
     assert result.exit_code == 2
     assert result.stderr.strip() == ("smpq-onnx: error: dmpq needs torch: pip install "
                                      "'smpq-onnx[torch]'")
+
+
+@pytest.mark.parametrize("ratio", [0.08, 0.07])
+def test_an_attempt_depends_on_its_cd_alone(tiny_context: QuantizationContext,
+                                            ratio: float) -> None:
+    """Every attempt trains afresh from the seed, so starting the doubling at the cd where it
+    stopped gives the same policy and alpha (the benchmark skips attempts on that premise)."""
+    game = QuantizationGame(tiny_context.space)
+    budget = _budget(tiny_context, ratio)
+    doubling = dataclasses.replace(FAST, cd=1e-6, cd_growth=10.0)
+    full = dmpq_search(game, tiny_context.evaluator, tiny_context.costs, budget,
+                       calib_data=tiny_context.calib_data, settings=doubling)
+    assert full.details["attempts"] >= 2  # some attempts to skip
+    last = dmpq_search(game, tiny_context.evaluator, tiny_context.costs, budget,
+                       calib_data=tiny_context.calib_data,
+                       settings=dataclasses.replace(doubling, cd=float(full.details["cd"]),
+                                                    retries=0))
+    assert last.details["attempts"] == 1 and last.policy == full.policy
+    assert full.alpha is not None and last.alpha is not None
+    np.testing.assert_array_equal(last.alpha, full.alpha)

@@ -109,12 +109,12 @@ def test_with_the_measured_pair_the_knapsack_finds_the_true_optimum(window: tupl
         policy_of(local, c), units=3, count=2)
     assert terms[(0, c[0], 2, c[2])] == pytest.approx(PENALTY)
     best = proposals[0]
-    assert all(line.fits for line in budget.check(costs.cost(best)))
+    assert budget.fits(costs.cost(best))
     assert (choice_of(local, best)[0], choice_of(local, best)[2]) != (c[0], c[2])
     fitting = [policy_of(local, list(x)) for x in itertools.product(
         *(range(len(u.options)) for u in local.units))]
     optimum = max(f(p) for p in fitting
-                  if all(line.fits for line in budget.check(costs.cost(p))))
+                  if budget.fits(costs.cost(p)))
     assert f(best) == pytest.approx(optimum)
     assert f(best) > f(policy_of(local, c))
 

@@ -157,7 +157,7 @@ def test_the_most_bits_start_fits_and_no_unit_can_gain_a_bit_within_the_budget(
     budget = Budget(bops=int(ratio * W8A8_BOPS))
 
     def fits(policy: dict) -> bool:
-        return all(line.fits for line in budget.check(costs.cost(policy)))
+        return budget.fits(costs.cost(policy))
 
     def bits(policy: dict) -> float:
         return sum(np.log2(policy[u.layers[0]].w_bits * policy[u.layers[0]].a_bits)
@@ -172,3 +172,34 @@ def test_the_most_bits_start_fits_and_no_unit_can_gain_a_bit_within_the_budget(
         for raised in raises:  # one side more bits, the other kept
             assert not fits({**best, **{layer: raised for layer in unit.layers}})
     assert all(bits(best) >= bits(u) for u in uniform_candidates(game, costs, budget))
+
+
+def test_final_candidates_break_score_ties_the_same_whatever_order_the_scores_came_in() -> None:
+    """Executors return scores in any order: the tie-break must not read the arrival order."""
+    import random
+
+    from smpq_onnx.hardware.budget import Budget
+    from smpq_onnx.quant.options import Option
+    from smpq_onnx.quant.policy import Policy
+    from smpq_onnx.strategy.local import MEASURED_CANDIDATES, final_candidates
+
+    game, costs = _chain_game()
+    budget = Budget(bops=W8A8_BOPS)
+    tied = [Policy({layer: option for unit, option in zip(game.units, options, strict=True)
+                    for layer in unit.layers})
+            for options in ([Option(4, 4)] * len(game.units),
+                            [Option(4, 4)] * (len(game.units) - 1) + [Option(2, 8)],
+                            [Option(2, 8)] + [Option(4, 4)] * (len(game.units) - 1),
+                            [Option(8, 2)] + [Option(4, 4)] * (len(game.units) - 1),
+                            [Option(3, 5)] * len(game.units))]
+    scores = {p: 0.5 for p in tied} | {p: 0.1 for p in tied[:1]}  # one worse, the rest tied
+    incumbent = tied[0]
+    orders = [list(scores.items()) for _ in range(6)]
+    for n, order in enumerate(orders):
+        random.Random(n).shuffle(order)
+    chosen = [final_candidates(game, costs, budget, incumbent, dict(order), [])
+              for order in orders]
+    assert all(c == chosen[0] for c in chosen)
+    assert chosen[0][0] == incumbent and len(chosen[0]) == min(len(tied), MEASURED_CANDIDATES + 1)
+    tied_bops = [costs.cost(p).bops for p in chosen[0][1:]]
+    assert tied_bops == sorted(tied_bops)  # among equal scores, fewer BOPs first

@@ -152,7 +152,7 @@ def dmpq_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel, 
 
 
 def _fits(costs: CostModel, budget: Budget, policy: Policy) -> bool:
-    return all(line.fits for line in budget.check(costs.cost(policy)))
+    return budget.fits(costs.cost(policy))
 
 
 def _static_batch(model: ir.Model) -> int | None:
