@@ -333,10 +333,9 @@ def final_candidates(game: QuantizationGame, costs: CostModel, budget: Budget,
 
     Ties go to fewer BOPs, then to the policy's options by layer name, never to the order
     in which the scores arrived (which depends on the executor and the batch order)."""
-    fitting = sorted(((score, -costs.cost(policy).bops, _options_key(policy)), policy)
-                     for policy, score in measured.items()
-                     if _complete(game, policy)
-                     and budget.fits(costs.cost(policy)))
+    complete = {policy: costs.cost(policy) for policy in measured if _complete(game, policy)}
+    fitting = sorted(((measured[policy], -cost.bops, _options_key(policy)), policy)
+                     for policy, cost in complete.items() if budget.fits(cost))
     chosen = [incumbent]
     for _, policy in reversed(fitting):
         if len(chosen) > MEASURED_CANDIDATES:
