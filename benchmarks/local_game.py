@@ -8,7 +8,10 @@ BOPs budgets of uniform W4A8, W3A8, W4A4 and W3A4 (0.5, 0.375, 0.25 and 0.1875x 
   evaluation count is everyone's ``--max-evals``;
 - ``global``: SMPQ on the paper's game (absent units FP32) sized to that count;
 - ``local``: SMPQ on the budget-local game (:mod:`smpq_onnx.strategy.local`), same count;
-- ``random``: random feasible policies, same count (``--with-random``).
+- ``random``: random feasible policies, same count (``--with-random``);
+- ``evolution``: regularized evolution with ``--evolution-factor`` times the evaluations the
+  local search of the same seed spent (listed after ``local`` in ``--methods``): the strong
+  reference.
 
 MobileNetV2 (ImageNet weights, agreement with FP32 on natural crops held out from the search)
 on the ``npu`` profile at fractions of its W8A8 BOPs, the issue's headline scenario:
@@ -42,6 +45,7 @@ from smpq_onnx.quant.calibration import collect_histograms
 from smpq_onnx.quant.options import Option
 from smpq_onnx.strategy import local
 from smpq_onnx.strategy.baselines import amp_search, random_search
+from smpq_onnx.strategy.evolution import evolution_search
 from smpq_onnx.strategy.local import local_search
 from smpq_onnx.strategy.smpq import SearchResult, SearchSettings, shapley_search, sized_settings
 
@@ -56,6 +60,8 @@ def run(name: str, arena: Arena, budget: Budget, seed: int, count: int,
         return amp_search(game, evaluator, costs, budget)
     if name == "random":
         return random_search(game, evaluator, costs, budget, evaluations=count, seed=seed)
+    if name == "evolution":
+        return evolution_search(game, evaluator, costs, budget, evaluations=count, seed=seed)
     if name == "local":
         return local_search(game, evaluator, costs, budget,
                             dataclasses.replace(local_settings, seed=seed), max_evals=count,
@@ -72,11 +78,16 @@ def main() -> None:
     parser.add_argument("--methods", default="global,local",
                         help="besides amp (which sets the count unless --count is given)")
     parser.add_argument("--count", type=int, help="evaluations of every method (skips amp)")
+    parser.add_argument("--evolution-factor", type=int, default=10,
+                        help="method evolution (the strong reference) gets this many times "
+                        "the evaluations the local search of the same seed spent")
     parser.add_argument("--measured-candidates", type=int,
                         help="override local.MEASURED_CANDIDATES (best measured coalitions "
                         "among the final candidates)")
     parser.add_argument("--interactions", type=int, default=0,
                         help="the local search's measured pair terms (units per window)")
+    parser.add_argument("--surrogate", type=int, default=SearchSettings.surrogate,
+                        help="the local search's surrogate proposals (0: none)")
     parser.add_argument("--radius", type=int, default=1,
                         help="the local search's window radius (steps either side)")
     parser.add_argument("--uniform-start", action="store_true",
@@ -112,7 +123,8 @@ def main() -> None:
                                  BUILTIN_METRICS[args.search_metric], runtime=runtime)
     costs, evaluator = arena.costs, arena.search
     local_settings = SearchSettings(estimator=args.estimator, anchor=args.anchor,
-                                    interactions=args.interactions)
+                                    interactions=args.interactions,
+                                    surrogate=args.surrogate)
     methods = [*args.methods.split(","), *(["random"] if args.with_random else [])]
     rows: list[dict[str, Any]] = []
 
@@ -139,8 +151,11 @@ def main() -> None:
                         int(float(key) * costs.cost(arena.space.uniform(Option(8, 8))).bops))
         count = args.count or record("amp", key, None, 0)
         for seed in range(args.seeds):
+            spent = count
             for name in methods:
-                record(name, key, seed, count)
+                given = args.evolution_factor * spent if name == "evolution" else count
+                used = record(name, key, seed, given)
+                spent = used if name == "local" else spent
     summary = {}
     for key in keys:
         for name in [*([] if args.count else ["amp"]), *methods]:

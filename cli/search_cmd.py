@@ -82,6 +82,10 @@ from smpq_onnx.strategy.smpq import (
               help="Budget-local game: units whose pairwise terms are measured at each "
               "window's best proposal and added to the knapsack (K + K(K-1)/2 evaluations "
               "per window); 0: first-order only.")
+@click.option("--surrogate", type=click.IntRange(min=0), default=SearchSettings.surrogate,
+              show_default=True, help="Budget-local game: policies proposed by an additive "
+              "surrogate fitted on every measured policy, measured within --max-evals; "
+              "0: none.")
 @click.option("--keep-first-last", is_flag=True,
               help="Fix the first and last quantizable layers at the profile's highest integer "
               "option.")
@@ -109,7 +113,8 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
                    budget_bops: int | None, budget_bops_ratio: float | None,
                    budget_flash: int | None, budget_sram: int | None,
                    budget_latency_ms: float | None, max_drop: float | None,
-                   refine_share: float, interactions: int, pins: tuple[str, ...],
+                   refine_share: float, interactions: int, surrogate: int,
+                   pins: tuple[str, ...],
                    keep_first_last: bool, executor: str, workers: int | None,
                    ray_address: str | None,
                    out_dir: Path,
@@ -130,7 +135,8 @@ def search_command(model: Path | None, hw_name: str, data: str | None, calib_dat
             scale_search=scale_search, provider=provider,
             threads=threads, optimization=optimization,
             input_shapes=input_shapes, pins=pins, keep_first_last=keep_first_last,
-            refine_share=refine_share, interactions=interactions, executor=executor,
+            refine_share=refine_share, interactions=interactions, surrogate=surrogate,
+            executor=executor,
             workers=workers,
             ray_address=ray_address, progress=progress)
     if as_json:

@@ -101,6 +101,7 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
            input_shapes: Mapping[str, Sequence[int]] | None = None,
            pins: Sequence[str] = (), keep_first_last: bool = False,
            refine_share: float = 0.0, interactions: int = SearchSettings.interactions,
+           surrogate: int = SearchSettings.surrogate,
            executor: str = "local", workers: int | None = None,
            ray_address: str | None = None,
            progress: Progress | None = None) -> SearchOutcome:
@@ -120,7 +121,9 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     only): the fraction of ``max_evals`` kept for a measured hill climb from the selected
     policy (:mod:`smpq_onnx.strategy.refine`). ``interactions`` (budget-local game): units
     whose pair terms are measured at each window's best proposal
-    (:mod:`smpq_onnx.strategy.interactions`). ``executor`` (local or ray), ``workers`` and
+    (:mod:`smpq_onnx.strategy.interactions`). ``surrogate`` (budget-local game): policies
+    proposed by an additive fit on every measured policy, measured within ``max_evals``
+    (:mod:`smpq_onnx.strategy.surrogate`). ``executor`` (local or ray), ``workers`` and
     ``ray_address``: where the evaluations run (:mod:`smpq_onnx.api.executing`); the policy
     found does not depend on them. Local workers are spawned processes: a script calling
     this needs the ``if __name__ == "__main__":`` guard.
@@ -145,6 +148,10 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
         raise InvalidArgumentError(f"--interactions must be 0 or more, got {interactions}")
     if interactions and (method != "shapley" or game != "local"):
         raise InvalidArgumentError("--interactions works with --method shapley --game local")
+    if surrogate < 0:
+        raise InvalidArgumentError(f"--surrogate must be 0 or more, got {surrogate}")
+    if surrogate and (method != "shapley" or game != "local"):
+        raise InvalidArgumentError("--surrogate works with --method shapley --game local")
     if estimator == CONTROL_VARIATE and semantics != "hard":
         raise InvalidArgumentError("--estimator owen-cv needs --semantics hard")
     spread = ExecutorChoice(executor, workers, ray_address).check()
@@ -164,7 +171,8 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     base = SearchSettings(estimator=estimator, selection=selection, seed=seed, xi=xi,
                           beta=beta, truncation=truncation or None, semantics=semantics,
                           reference=str(Option.parse(reference)), game=game,
-                          anchor=default_anchor(game), interactions=interactions)
+                          anchor=default_anchor(game), interactions=interactions,
+                          surrogate=surrogate)
     pinned = resolve_pins(context.space, pins, keep_first_last=keep_first_last)
     quant_game = QuantizationGame(context.space, reference=Option.parse(base.reference),
                                   semantics=semantics, pins=pinned)

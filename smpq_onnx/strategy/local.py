@@ -60,6 +60,7 @@ from smpq_onnx.strategy.smpq import (
     policy_of,
     uniform_candidates,
 )
+from smpq_onnx.strategy.surrogate import fit_additive, surrogate_proposals
 
 MAX_MOVES = 4
 """Most trust-region steps (windows) of one search."""
@@ -221,6 +222,8 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
                              most_bits=most_bits_start)
     first = game.window(*window_around(game, center, radius))
     per_window = 2 * expected_sample_cost(first, settings.estimator)  # 2 Owen samples
+    reserve = min(settings.surrogate, max(max_evals - (evaluator.n_evaluations - before), 0))
+    max_evals -= reserve  # the surrogate's proposals are measured after the windows
     moves = windows or int(max(1, min(MAX_MOVES, max_evals // max(per_window, 1.0))))
     spent_per_move: list[int] = []
     bands: list[str] = []
@@ -279,6 +282,8 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
             accepted += 1
         center = [incumbent[unit.layers[0]] for unit in game.units]
         spent_per_move.append(evaluator.n_evaluations - at)
+    fitted = (propose_from_surrogate(game, evaluator, costs, budget, known_before,
+                                     count=reserve) if reserve else {})
     shapley_s = time.perf_counter() - start
     start = time.perf_counter()
     measured_here = {policy: result.score for policy, result in evaluator.history.items()
@@ -289,7 +294,7 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     details: dict[str, float | int | str] = {
         "game": "local", "windows": len(spent_per_move),
         "evaluations_per_window": ",".join(map(str, spent_per_move)),
-        "q_bands": ",".join(bands), "moves_accepted": accepted}
+        "q_bands": ",".join(bands), "moves_accepted": accepted, **fitted}
     if pair_terms:
         details["pair_terms_per_window"] = ",".join(map(str, pair_terms))
     if best_policy != incumbent and not beats(evaluator, best_policy, incumbent,
@@ -315,6 +320,24 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     return SearchResult(best_policy, best_score, costs.cost(best_policy), evaluator.fp32_score,
                         game, phi, stderr, alpha, scored, phases, details,
                         player_game=local_game)
+
+
+def propose_from_surrogate(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
+                           budget: Budget, known_before: set[Policy], *, count: int
+                           ) -> dict[str, float | int | str]:
+    """Fit the additive surrogate on every policy this search measured, measure its
+    ``count`` best policies under the budget (they compete as measured policies in
+    :func:`final_candidates`) and say what the fit was."""
+    measured = {policy: result.score for policy, result in evaluator.history.items()
+                if policy not in known_before}
+    surrogate = fit_additive(game, measured)
+    if surrogate is None:
+        return {"surrogate": "too few policies"}
+    proposals = surrogate_proposals(game, costs, budget, surrogate, count)
+    scores = evaluator.scores(proposals)
+    return {"surrogate": f"{surrogate.policies} policies, loo rmse {surrogate.loo_rmse:.4g} "
+                         f"of spread {surrogate.spread:.4g}",
+            "surrogate_best": round(max(scores), 6) if scores else "none"}
 
 
 def beats(evaluator: Evaluator, challenger: Policy, incumbent: Policy, *, seed: int) -> bool:

@@ -79,6 +79,10 @@ class SearchSettings:
     interactions: int = 0
     """Budget-local game: units whose pairwise terms are measured at each window's best
     proposal (:mod:`smpq_onnx.strategy.interactions`); 0 or 1: none."""
+    surrogate: int = 0
+    """Budget-local game: policies proposed by an additive surrogate fitted on every policy
+    the search measured (:mod:`smpq_onnx.strategy.surrogate`), measured after the windows
+    within ``max_evals``; 0: none."""
     game: str = "local"
     """``local``: the budget-local game of :mod:`smpq_onnx.strategy.local`; ``global``: the
     paper's game over every option, absent units at the reference precision."""
