@@ -54,7 +54,8 @@ BUDGETS = {"w4a8": Option(4, 8), "w3a8": Option(3, 8), "w4a4": Option(4, 4),
 
 
 def run(name: str, arena: Arena, budget: Budget, seed: int, count: int,
-        local_settings: SearchSettings, radius: int, most_bits_start: bool) -> SearchResult:
+        local_settings: SearchSettings, radius: int, most_bits_start: bool,
+        windows: int | None = None) -> SearchResult:
     game, costs, evaluator = arena.game, arena.costs, arena.search
     if name == "amp":
         return amp_search(game, evaluator, costs, budget)
@@ -65,7 +66,7 @@ def run(name: str, arena: Arena, budget: Budget, seed: int, count: int,
     if name == "local":
         return local_search(game, evaluator, costs, budget,
                             dataclasses.replace(local_settings, seed=seed), max_evals=count,
-                            radius=radius, most_bits_start=most_bits_start)
+                            radius=radius, most_bits_start=most_bits_start, windows=windows)
     settings = sized_settings(game, SearchSettings(seed=seed), max_evals=count)
     return shapley_search(game, evaluator, costs, budget, settings)
 
@@ -88,6 +89,9 @@ def main() -> None:
                         help="the local search's measured pair terms (units per window)")
     parser.add_argument("--surrogate", type=int, default=SearchSettings.surrogate,
                         help="the local search's surrogate proposals (0: none)")
+    parser.add_argument("--windows", type=int,
+                        help="the local search's windows (default: sized to the count, at most "
+                        "local.MAX_MOVES)")
     parser.add_argument("--radius", type=int, default=1,
                         help="the local search's window radius (steps either side)")
     parser.add_argument("--uniform-start", action="store_true",
@@ -132,7 +136,7 @@ def main() -> None:
         evaluator.forget()  # every method starts cold: the count is its own
         before, start = evaluator.n_evaluations, time.perf_counter()
         result = run(name, arena, budget, seed or 0, count, local_settings, args.radius,
-                     not args.uniform_start)
+                     not args.uniform_start, args.windows)
         spent = evaluator.n_evaluations - before
         row = {"method": name, "budget": key, "seed": seed, "search": result.score,
                "bops": result.costs.bops, "budget_bops": budget.bops, "evaluations": spent,
