@@ -10,6 +10,8 @@ measurement carries the search set's noise in full, a unit's fitted term average
 measured policy that shares its width, so its proposals are less the winner of one noisy
 draw. The knapsack maximizes f under every budget; options the fit saw fewer than
 :data:`MIN_SEEN` times (it knows nothing of them) are proposed only where nothing else fits.
+Measured neutral on the benchmark's three models (README, "A surrogate on every
+evaluation"): off unless ``SearchSettings.surrogate`` (``--surrogate N``) asks for it.
 """
 
 from __future__ import annotations
