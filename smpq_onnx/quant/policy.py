@@ -42,6 +42,11 @@ class Policy(Mapping[str, Option]):
     def __repr__(self) -> str:
         return f"Policy({', '.join(f'{k}={v}' for k, v in self._items)})"
 
+    def sort_key(self) -> tuple[tuple[str, str], ...]:
+        """(layer, option text) by layer name: an order of policies that does not depend on
+        the order in which they were measured (ties in the search's rankings go by it)."""
+        return tuple((name, str(option)) for name, option in self._items)
+
     def replace(self, **changes: Option) -> Policy:
         return Policy({**self._map, **changes})
 

@@ -286,8 +286,7 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
                                      count=reserve) if reserve else {})
     shapley_s = time.perf_counter() - start
     start = time.perf_counter()
-    measured_here = {policy: result.score for policy, result in evaluator.history.items()
-                     if policy not in known_before}
+    measured_here = measured_since(evaluator, known_before)
     candidates = final_candidates(game, costs, budget, incumbent, measured_here, uniforms)
     scored = [(policy, evaluator.evaluate_deployed(policy).score) for policy in candidates]
     best_policy, best_score = max(scored, key=lambda item: (item[1], -costs.cost(item[0]).bops))
@@ -328,9 +327,7 @@ def propose_from_surrogate(game: QuantizationGame, evaluator: Evaluator, costs: 
     """Fit the additive surrogate on every policy this search measured, measure its
     ``count`` best policies under the budget (they compete as measured policies in
     :func:`final_candidates`) and say what the fit was."""
-    measured = {policy: result.score for policy, result in evaluator.history.items()
-                if policy not in known_before}
-    surrogate = fit_additive(game, measured)
+    surrogate = fit_additive(game, measured_since(evaluator, known_before))
     if surrogate is None:
         return {"surrogate": "too few policies"}
     proposals = surrogate_proposals(game, costs, budget, surrogate, count)
@@ -338,6 +335,12 @@ def propose_from_surrogate(game: QuantizationGame, evaluator: Evaluator, costs: 
     return {"surrogate": f"{surrogate.policies} policies, loo rmse {surrogate.loo_rmse:.4g} "
                          f"of spread {surrogate.spread:.4g}",
             "surrogate_best": round(max(scores), 6) if scores else "none"}
+
+
+def measured_since(evaluator: Evaluator, known_before: set[Policy]) -> dict[Policy, float]:
+    """The scores of the policies ``evaluator`` measured that were not in ``known_before``."""
+    return {policy: result.score for policy, result in evaluator.history.items()
+            if policy not in known_before}
 
 
 def beats(evaluator: Evaluator, challenger: Policy, incumbent: Policy, *, seed: int) -> bool:
@@ -357,7 +360,7 @@ def final_candidates(game: QuantizationGame, costs: CostModel, budget: Budget,
     Ties go to fewer BOPs, then to the policy's options by layer name, never to the order
     in which the scores arrived (which depends on the executor and the batch order)."""
     complete = {policy: costs.cost(policy) for policy in measured if _complete(game, policy)}
-    fitting = sorted(((measured[policy], -cost.bops, _options_key(policy)), policy)
+    fitting = sorted(((measured[policy], -cost.bops, policy.sort_key()), policy)
                      for policy, cost in complete.items() if budget.fits(cost))
     chosen = [incumbent]
     for _, policy in reversed(fitting):
@@ -366,10 +369,6 @@ def final_candidates(game: QuantizationGame, costs: CostModel, budget: Budget,
         if policy not in chosen:
             chosen.append(policy)
     return chosen + [p for p in uniforms if p not in chosen]
-
-
-def _options_key(policy: Policy) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted((name, str(option)) for name, option in policy.items()))
 
 
 def _complete(game: QuantizationGame, policy: Policy) -> bool:

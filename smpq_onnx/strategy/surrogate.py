@@ -69,7 +69,7 @@ def fit_additive(game: QuantizationGame, measured: Mapping[Policy, float]
             for feature in unit_features(game, k, option):
                 index.setdefault(feature, len(index))
     rows, scores = [], []
-    for policy, score in sorted(measured.items(), key=lambda item: _key(item[0])):
+    for policy, score in sorted(measured.items(), key=lambda item: item[0].sort_key()):
         if not all(policy.get(unit.layers[0]) in unit.options for unit in game.units):
             continue
         row = np.zeros(len(index))
@@ -118,7 +118,3 @@ def surrogate_proposals(game: QuantizationGame, costs: CostModel, budget: Budget
         return []
     return [policy_of(game, choice) for choice in choices]
 
-
-def _key(policy: Policy) -> tuple[tuple[str, str], ...]:
-    """A fixed order of policies (the fit is the same whatever order they were measured in)."""
-    return tuple(sorted((name, str(option)) for name, option in policy.items()))
