@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--anchor", default=default_anchor("local"),
                         help="where owen-cv's single-side table is measured (floor, ceiling)")
     parser.add_argument("--search-metric", choices=sorted(BUILTIN_METRICS),
-                        help="the search's utility (default: smpq-onnx search's, kl without "
+                        help="the search's utility (default: smpq-onnx search's, kl, also with "
                         "labels); held-out scores keep the model's metric")
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "local_game.json")

@@ -31,8 +31,9 @@ from smpq_onnx.strategy.smpq import (
 @click.option("--calib-data", help="Calibration data (default: the last quarter of --data).")
 @click.option("--metric", help="top1, agreement, kl, sqnr, cosine or module:function "
               "(default: class scores, top1 with labels, else kl, finer than agreement; "
-              "other outputs, "
-              "cosine, over the tokens an attention mask keeps).")
+              "other outputs, cosine, over the tokens an attention mask keeps). Without "
+              "--metric (and --max-drop) the search maximizes KL to FP32 on class scores "
+              "and reports the default metric; a metric named here is searched on itself.")
 @click.option("--method", type=click.Choice(list(METHODS)), default="shapley", show_default=True,
               help="shapley (SMPQ) or a baseline: uniform, random, context, amp, dmpq "
               "(needs torch) or evolution (regularized evolution, --max-evals evaluations).")
@@ -154,6 +155,10 @@ def _summary(report: dict[str, Any], out_dir: Path, *, percent: bool) -> None:
                f"{unit} (emitted model"
                + (f"; simulated {report['final_fast_engine'] * scale:.4f}{unit})"
                   if report.get("final_fast_engine") is not None else ")"))
+    utility = report.get("search_utility")
+    if utility:
+        click.echo(f"  searched on {utility['metric']}: chosen {utility['final']:.6g}, "
+                   f"FP32 {utility['fp32'] + 0.0:.6g}")
     for line in report["budget"]:
         click.echo(f"  {line['resource']:<22} {line['used']:>14.6g} <= {line['limit']:<14.6g} "
                    f"{'ok' if line['fits'] else 'OVER'}")

@@ -20,9 +20,9 @@ from typing import Any, cast
 import numpy as np
 
 from harness.data import ModelData
-from smpq_onnx.api.context import DEFAULT_ROUNDING, SEARCH_UNLABELED_METRIC, round_calibration
+from smpq_onnx.api.context import DEFAULT_ROUNDING, round_calibration
 from smpq_onnx.engine.evaluator import EvalResult, Evaluator
-from smpq_onnx.engine.metrics import BUILTIN_METRICS
+from smpq_onnx.engine.metrics import BUILTIN_METRICS, search_utility
 from smpq_onnx.errors import BudgetInfeasibleError
 from smpq_onnx.hardware.budget import Budget
 from smpq_onnx.hardware.cost import CostModel
@@ -254,11 +254,10 @@ def make_arena(data: ModelData, profile_name: str, histograms: dict[str, Streami
     calibration = Calibration(model, histograms, settings)
     round_calibration(calibration, SearchSpace.build(model, profile), data.calib,
                       rounding=rounding, runtime=runtime)
-    # The search's utility is smpq-onnx search's: the model's metric with labels, else KL
-    # to FP32 (held-out scores keep the model's metric).
-    search_metric = (data.metric if data.search.labels is not None
-                     else BUILTIN_METRICS[SEARCH_UNLABELED_METRIC])
-    search = Evaluator(model, calibration, data.search, search_metric, runtime=runtime)
+    # The search's utility is smpq-onnx search's (KL to FP32 for class metrics); held-out
+    # scores keep the model's metric.
+    search = Evaluator(model, calibration, data.search, search_utility(data.metric),
+                       runtime=runtime)
     heldout = Evaluator(model, calibration, data.heldout, data.metric, runtime=runtime)
     sanity = None
     if data.sanity is not None:

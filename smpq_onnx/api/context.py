@@ -26,7 +26,7 @@ from smpq_onnx.engine.dataset import (
     split_calibration,
 )
 from smpq_onnx.engine.evaluator import DEFAULT_BATCH_SIZE, Evaluator, run_batch_size
-from smpq_onnx.engine.metrics import Metric, resolve_metric
+from smpq_onnx.engine.metrics import SEARCH_UTILITY, Metric, resolve_metric
 from smpq_onnx.errors import DataError
 from smpq_onnx.example import example_data_path, example_model_path
 from smpq_onnx.hardware.cost import CostModel
@@ -78,9 +78,9 @@ class QuantizationContext:
     rounding_cached: bool = False
 
 
-SEARCH_UNLABELED_METRIC = "kl"
-"""The utility of ``search`` (and ``apply``, which reproduces it) on class scores without
-labels. Agreement on a few hundred samples
+SEARCH_UNLABELED_METRIC = SEARCH_UTILITY
+"""The metric ``search`` reports (and ``apply`` checks) on class scores without labels, its
+utility too (:func:`searching_on`). Agreement on a few hundred samples
 moves in whole samples, too coarse to see one layer's change: on MobileNetV2 (npu, 0.75x
 W8A8 BOPs, 64 search crops) AMP's held-out agreement rose from 81.6 % to 88.3 % when it
 searched on KL instead (``benchmarks/local_game.py --search-metric``)."""
@@ -162,6 +162,19 @@ def build_context(model_path: str | Path | None, *, hw: str, data: str | Path | 
     return QuantizationContext(model, profile, space, CostModel(model, profile), eval_set,
                                calibration_set, calibration, evaluator, chosen_metric, runtime,
                                rounding, rounding_s, cached)
+
+
+def searching_on(context: QuantizationContext, utility: Metric) -> QuantizationContext:
+    """``context`` whose evaluator scores ``utility`` on the same data (the FP32 outputs are
+    reused; its metric is then ``utility``). The caller keeps the original evaluator to
+    report the user's metric."""
+    if utility == context.metric:
+        return context
+    reported = context.evaluator
+    evaluator = Evaluator(context.model, context.calibration, context.eval_data, utility,
+                          runtime=context.runtime, batch_size=reported.batch_size,
+                          profile_name=reported.profile_name, reference=reported.reference)
+    return dataclasses.replace(context, evaluator=evaluator, metric=utility)
 
 
 def import_with_data(model_path: str | Path, *, data: str | Path | None,

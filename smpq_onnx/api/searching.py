@@ -23,18 +23,20 @@ from smpq_onnx.api.context import (
     Progress,
     QuantizationContext,
     build_context,
+    searching_on,
 )
 from smpq_onnx.api.executing import ExecutorChoice
 from smpq_onnx.api.results import SearchOutcome
 from smpq_onnx.engine.evalstore import EvaluationStore, fingerprint
 from smpq_onnx.engine.evaluator import ENGINE_VERSION, Evaluator
+from smpq_onnx.engine.metrics import search_utility
 from smpq_onnx.errors import InvalidArgumentError, SmpqError
 from smpq_onnx.export.emit import encodings, save_model_atomic, write_json_atomic
 from smpq_onnx.hardware.budget import W8A8_BITS, Budget
 from smpq_onnx.model.runtime import describe_provider
 from smpq_onnx.quant.options import FP32, Option
 from smpq_onnx.quant.policy import write_policy, write_text_atomic
-from smpq_onnx.report.document import build_report, markdown
+from smpq_onnx.report.document import build_report, in_reported_metric, markdown
 from smpq_onnx.report.plots import bits_per_layer, contribution_heatmap, metric_vs_bops
 from smpq_onnx.strategy.baselines import (
     METHODS,
@@ -163,6 +165,9 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
                             rounding=rounding_settings(rounding, bias_correction, scale_search),
                             input_shapes=input_shapes, progress=progress,
                             unlabeled_metric=SEARCH_UNLABELED_METRIC)
+    reported = context.evaluator
+    if metric is None and max_drop is None:  # a drop is in the reported metric's own points
+        context = searching_on(context, search_utility(context.metric))
     budget = search_budget(context, bops=budget_bops, bops_ratio=budget_bops_ratio,
                            flash=budget_flash, sram=budget_sram, latency_ms=budget_latency_ms)
     setup_s = time.perf_counter() - started
@@ -203,10 +208,11 @@ def search(model: str | Path | None = None, *, hw: str = DEFAULT_HW,
     result.phases = {"setup_s": setup_s - context.rounding_s, "rounding_s": context.rounding_s,
                      **result.phases}
     report = write_outputs(result, context, budget, settings, out_dir, method=method,
-                           executor=executor_report)
-    return SearchOutcome(policy=result.policy, final=result.score, fp32=result.fp32_score,
+                           executor=executor_report,
+                           reported=None if reported is context.evaluator else reported)
+    return SearchOutcome(policy=result.policy, final=report["final"], fp32=report["fp32"],
                          out_dir=out_dir, report=report, target_missed=missed,
-                         percent=context.metric.percent)
+                         percent=reported.metric.percent)
 
 
 def run_method(method: str, game: QuantizationGame, context: QuantizationContext,
@@ -360,7 +366,10 @@ def cheapest_within(result: SearchResult, context: QuantizationContext, budget: 
 
 def write_outputs(result: SearchResult, context: QuantizationContext, budget: Budget,
                   settings: SearchSettings, out_dir: Path, *, method: str,
-                  executor: dict[str, Any] | None = None) -> dict[str, Any]:
+                  executor: dict[str, Any] | None = None,
+                  reported: Evaluator | None = None) -> dict[str, Any]:
+    """Emit the model and write the report; with ``reported`` (the user's metric where the
+    search maximized another utility) the report's headline scores are that metric's."""
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     emitted = context.evaluator.deployed_model(result.policy)
@@ -384,8 +393,14 @@ def write_outputs(result: SearchResult, context: QuantizationContext, budget: Bu
                   "scale_search": context.rounding.scale_search,
                   "from_cache": context.rounding_cached})
     report["executor"] = executor
+    if reported is not None:
+        report = in_reported_metric(
+            report, reported.metric.name, fp32=reported.fp32_score,
+            final=reported.evaluate_deployed(result.policy).score,
+            final_fast_engine=reported.evaluate(result.policy).score)
+    percent = (reported or context.evaluator).metric.percent
     write_json_atomic(report, out_dir / "report.json")
-    write_text_atomic(out_dir / "report.md", markdown(report, percent=context.metric.percent))
+    write_text_atomic(out_dir / "report.md", markdown(report, percent=percent))
     if report["contributions"]:
         contribution_heatmap(report, out_dir / "contributions.png")
     bits_per_layer(report, out_dir / "bits_per_layer.png")

@@ -91,6 +91,12 @@ BUILTIN_METRICS = {
 
 CLASS_METRICS = ("top1", "agreement", "kl")
 """Metrics that read the output as class scores ``[batch, classes]``."""
+SEARCH_UTILITY = "kl"
+"""What a search maximizes on class scores, whichever class metric it reports: KL to FP32
+moves with every sample's output, where top-1 and agreement move in whole samples. Among
+150 policies at one BOPs budget of the depthwise Fashion net, KL on the 1000 search images
+ranks their top-1 on 10 000 held-out images with Kendall tau 0.71 against top-1's own 0.50
+(0.83 against 0.68 on the Fashion ResNet; README, "The search's utility")."""
 TOKEN_METRICS = ("cosine", "sqnr")
 """Fidelity metrics that score kept token positions only, when the inputs hold a mask."""
 MASK_HINTS = ("mask",)
@@ -124,6 +130,12 @@ def kept_rows(outputs: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``outputs`` ``[n, *prefix, *rest]`` -> one row per kept position ``[kept, prod(rest)]``."""
     rows = outputs.reshape(mask.size, -1)
     return rows[mask.reshape(-1)]
+
+
+def search_utility(metric: Metric) -> Metric:
+    """The utility a search maximizes to report ``metric``: :data:`SEARCH_UTILITY` for the
+    class metrics, ``metric`` itself for any other (cosine, sqnr, a user's function)."""
+    return BUILTIN_METRICS[SEARCH_UTILITY] if metric.name in CLASS_METRICS else metric
 
 
 def resolve_metric(name: str | None, *, has_labels: bool,

@@ -73,6 +73,22 @@ def build_report(result: SearchResult, *, method: str, model: str, profile: str,
     }
 
 
+def in_reported_metric(report: dict[str, Any], metric: str, *, fp32: float, final: float,
+                       final_fast_engine: float) -> dict[str, Any]:
+    """``report`` headed by ``metric`` (what the user reads, e.g. top-1) where the search
+    maximized another utility; the utility's scores move under ``search_utility``, and the
+    candidates, contributions and evaluated policies stay in its units."""
+    utility = {key: report[key] for key in ("metric", "fp32", "final", "final_fast_engine")}
+    return {**report, "metric": metric, "fp32": fp32, "final": final,
+            "final_fast_engine": final_fast_engine, "search_utility": utility}
+
+
+def utility_of(report: dict[str, Any]) -> dict[str, Any]:
+    """The metric, FP32 and final scores in the units the search measured (its candidates,
+    contributions and evaluated policies)."""
+    return report.get("search_utility") or report
+
+
 SPEND_EDGES = (1.0, 1.5, 3.0, 10.0)
 """Upper edges of the BOPs-over-budget ratios the evaluated policies are counted in."""
 
@@ -104,6 +120,10 @@ def markdown(report: dict[str, Any], *, percent: bool) -> str:
         f"Method `{report['settings']['method']}`, profile `{report['profile']}`, metric "
         f"`{report['metric']}` on {report['eval_samples']} samples, seed {report['seed']}.",
         "",
+        *([f"Searched on `{utility_of(report)['metric']}` (chosen "
+           f"{utility_of(report)['final']:.6g}, FP32 {utility_of(report)['fp32'] + 0.0:.6g}): "
+           "candidates, contributions and `metric_vs_bops.png` are in its units.", ""]
+          if report.get("search_utility") else []),
         "| | value |", "|---|---|",
         f"| FP32 | {report['fp32'] * scale:.4f}{unit} |",
         f"| chosen policy (emitted QDQ model) | {report['final'] * scale:.4f}{unit} |",
@@ -143,6 +163,8 @@ def markdown(report: dict[str, Any], *, percent: bool) -> str:
         lines += [f"| {k} | {v} |" for k, v in spend["by_ratio"].items()]
     lines += ["", "## Candidates evaluated at selection", "", "| # | source | score | BOPs |",
               "|---|---|---|---|"]
+    if report.get("search_utility"):
+        scale, unit = 1.0, ""
     lines += [f"| {i + 1} | {'uniform' if c['uniform'] else 'mixed'} | "
               f"{c['score'] * scale:.4f}{unit} | {c['bops']} |"
               for i, c in enumerate(report["candidates"])]

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from smpq_onnx.report.document import utility_of
+
 
 def contribution_heatmap(report: dict[str, Any], path: Path) -> None:
     units = list(dict.fromkeys(c["unit"] for c in report["contributions"]))
@@ -26,7 +28,7 @@ def contribution_heatmap(report: dict[str, Any], path: Path) -> None:
     ax.set_xticks(range(len(columns)), columns, rotation=90)
     ax.set_yticks(range(len(units)), [_short(u) for u in units])
     ax.set_title("Shapley contribution per (layer, option)")
-    fig.colorbar(image, ax=ax, label=report["metric"])
+    fig.colorbar(image, ax=ax, label=utility_of(report)["metric"])
     _save(fig, path)
 
 
@@ -48,15 +50,16 @@ def metric_vs_bops(report: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter([p["bops"] for p in points], [p["score"] for p in points], s=8, alpha=0.5,
                label="evaluated policies")
-    ax.scatter([report["costs"]["bops"]], [report["final"]], s=80, marker="*", color="red",
+    measured = utility_of(report)  # the units of the evaluated policies
+    ax.scatter([report["costs"]["bops"]], [measured["final"]], s=80, marker="*", color="red",
                label="chosen")
     for line in report["budget"]:
         if line["resource"] == "bops":
             ax.axvline(line["limit"], color="gray", linestyle="--", label="BOPs budget")
-    ax.axhline(report["fp32"], color="green", linestyle=":", label="FP32")
+    ax.axhline(measured["fp32"], color="green", linestyle=":", label="FP32")
     ax.set_xscale("log")
     ax.set_xlabel("BOPs")
-    ax.set_ylabel(report["metric"])
+    ax.set_ylabel(measured["metric"])
     ax.legend(fontsize=8)
     ax.set_title("Metric against BOPs of every evaluated policy")
     _save(fig, path)

@@ -63,6 +63,8 @@ def test_emitted_model_reproduces_the_report_and_beats_uniform_w4a8(half_bops_ru
                              for i in range(0, len(x), 64)])
     fresh = BUILTIN_METRICS["top1"](logits, logits, y)
     assert fresh == pytest.approx(report["final"], abs=0.001)
+    # The search maximized KL to FP32; the report is headed by the labels' top-1.
+    assert report["metric"] == "top1" and report["search_utility"]["metric"] == "kl"
     w4a8 = subprocess.run([sys.executable, "-m", "smpq_onnx", "eval", "--bits", "W4A8",
                            "--json"], capture_output=True, text=True, check=True)
     assert report["final"] >= json.loads(w4a8.stdout)["deployed"]
