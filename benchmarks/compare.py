@@ -63,6 +63,7 @@ from harness.core import (
     ShapleyPlan,
     add_status,
     budget_json,
+    data_histograms,
     guarded,
     make_arena,
 )
@@ -80,7 +81,6 @@ from harness.methods import (
 )
 
 from smpq_onnx.model.runtime import RuntimeConfig
-from smpq_onnx.quant.calibration import collect_histograms
 
 RESULTS_DIR = Path(__file__).parent / "results"
 QUICK_DIR = Path(tempfile.gettempdir()) / "smpq-compare-quick"
@@ -334,9 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         clock.log(f"{key}: loading model and data")
         data = load_model(key, plan)
         rec.data["models"][key] = describe(data)
-        histograms = collect_histograms(data.model, data.calib.batches(64),
-                                        [layer.activation for layer in data.model.layers],
-                                        runtime=runtime)
+        histograms = data_histograms(data, runtime)
         for profile in PROFILES[key]:
             run_arena(make_arena(data, profile, histograms, runtime), cfg, rec, clock, dmpq)
     rec.data["wall_s"] = clock.elapsed()

@@ -23,11 +23,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness.core import make_arena
+from harness.core import data_histograms, make_arena
 from harness.data import fashion_resnet
 
 from smpq_onnx.model.runtime import RuntimeConfig
-from smpq_onnx.quant.calibration import collect_histograms
 from smpq_onnx.quant.options import FP32, Option
 from smpq_onnx.strategy.game import QuantizationGame
 from smpq_onnx.strategy.smpq import SearchSettings, shapley_search, sized_settings
@@ -46,9 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     runtime = RuntimeConfig()
     data = fashion_resnet(n_search=1000, n_calib=256, n_test=10000)
-    histograms = collect_histograms(data.model, data.calib.batches(64),
-                                    [layer.activation for layer in data.model.layers],
-                                    runtime=runtime)
+    histograms = data_histograms(data, runtime)
     arena = make_arena(data, "flexible", histograms, runtime)
     rows = []
     for name in args.variants.split(","):

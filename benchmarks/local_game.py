@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness.core import Arena, make_arena
+from harness.core import Arena, data_histograms, make_arena
 from harness.data import fashion_dsnet, fashion_resnet, mobilenet_v2
 
 from smpq_onnx.api.searching import default_anchor, default_estimator
@@ -41,7 +41,6 @@ from smpq_onnx.engine.evaluator import Evaluator
 from smpq_onnx.engine.metrics import BUILTIN_METRICS
 from smpq_onnx.hardware.budget import Budget
 from smpq_onnx.model.runtime import RuntimeConfig
-from smpq_onnx.quant.calibration import collect_histograms
 from smpq_onnx.quant.options import Option
 from smpq_onnx.strategy import local
 from smpq_onnx.strategy.baselines import amp_search, random_search
@@ -118,9 +117,7 @@ def main() -> None:
     data = (fashion[args.model](n_search=1000, n_calib=256, n_test=10000)
             if args.model in fashion else
             mobilenet_v2(n_search=args.search_crops, n_heldout=args.heldout_crops, n_calib=64))
-    histograms = collect_histograms(data.model, data.calib.batches(64),
-                                    [layer.activation for layer in data.model.layers],
-                                    runtime=runtime)
+    histograms = data_histograms(data, runtime)
     arena = make_arena(data, args.hw, histograms, runtime)
     if args.search_metric:  # make_arena's default: smpq-onnx search's utility
         arena.search = Evaluator(data.model, arena.search.calibration, data.search,

@@ -21,13 +21,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
-from harness.core import make_arena
+from harness.core import data_histograms, make_arena
 from harness.data import fashion_dsnet, fashion_resnet
 from scipy.stats import binomtest
 
 from smpq_onnx.engine.evaluator import Evaluator
 from smpq_onnx.model.runtime import RuntimeConfig
-from smpq_onnx.quant.calibration import collect_histograms
 from smpq_onnx.quant.options import Option
 from smpq_onnx.quant.policy import Policy
 
@@ -69,9 +68,7 @@ def main() -> None:
     data = {"fashion_resnet": fashion_resnet, "fashion_dsnet": fashion_dsnet}[args.model](
         n_search=1000, n_calib=256, n_test=10000)
     runtime = RuntimeConfig()
-    histograms = collect_histograms(data.model, data.calib.batches(64),
-                                    [layer.activation for layer in data.model.layers],
-                                    runtime=runtime)
+    histograms = data_histograms(data, runtime)
     arena = make_arena(data, args.profile, histograms, runtime)
 
     def policy(row: dict[str, Any]) -> Policy:

@@ -26,12 +26,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness.core import Arena, make_arena
+from harness.core import Arena, data_histograms, make_arena
 from harness.data import fashion_resnet
 
 from smpq_onnx.hardware.budget import Budget
 from smpq_onnx.model.runtime import RuntimeConfig
-from smpq_onnx.quant.calibration import collect_histograms
 from smpq_onnx.quant.options import Option
 from smpq_onnx.strategy.baselines import amp_search, random_search
 from smpq_onnx.strategy.evolution import evolution_search
@@ -71,9 +70,7 @@ def main() -> None:
     args = parser.parse_args()
     runtime = RuntimeConfig()
     data = fashion_resnet(n_search=1000, n_calib=256, n_test=10000)
-    histograms = collect_histograms(data.model, data.calib.batches(64),
-                                    [layer.activation for layer in data.model.layers],
-                                    runtime=runtime)
+    histograms = data_histograms(data, runtime)
     arena = make_arena(data, "flexible", histograms, runtime)
     costs, evaluator = arena.costs, arena.search
     rows: list[dict[str, Any]] = []

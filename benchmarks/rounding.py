@@ -34,6 +34,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 from harness import assets
+from harness.core import data_histograms
 from harness.data import ModelData, fashion_dsnet, fashion_resnet, mobilenet_v2
 
 from smpq_onnx.engine.evaluator import Evaluator
@@ -41,7 +42,7 @@ from smpq_onnx.engine.metrics import BUILTIN_METRICS
 from smpq_onnx.hardware.profile import load_profile
 from smpq_onnx.model.importer import import_model
 from smpq_onnx.model.runtime import RuntimeConfig
-from smpq_onnx.quant.calibration import Calibration, CalibrationSettings, collect_histograms
+from smpq_onnx.quant.calibration import Calibration, CalibrationSettings
 from smpq_onnx.quant.options import Option
 from smpq_onnx.quant.weight_rounding import (
     MOMENTS_BATCH,
@@ -205,9 +206,7 @@ def main(argv: list[str] | None = None) -> None:
             onnx.save(ir.to_proto(data.model.ir_model), str(model_path))
             calib_path = Path(tmp) / f"{key}_calib.npz"
             np.savez(calib_path, **data.calib.inputs)
-            histograms = collect_histograms(data.model, data.calib.batches(64),
-                                            [la.activation for la in data.model.layers],
-                                            runtime=runtime)
+            histograms = data_histograms(data, runtime)
             entry: dict[str, Any] = {"splits": data.splits, "calibration_samples": args.calib,
                                      "methods": {}}
             results["models"][key] = entry

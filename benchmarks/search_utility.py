@@ -24,14 +24,13 @@ from scipy.stats import kendalltau, spearmanr
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness.core import make_arena
+from harness.core import data_histograms, make_arena
 from harness.data import fashion_dsnet, fashion_resnet
 
 from smpq_onnx.engine.evaluator import Evaluator
 from smpq_onnx.engine.metrics import BUILTIN_METRICS
 from smpq_onnx.hardware.budget import Budget
 from smpq_onnx.model.runtime import RuntimeConfig
-from smpq_onnx.quant.calibration import collect_histograms
 from smpq_onnx.quant.options import Option
 from smpq_onnx.strategy.evolution import evolution_search
 
@@ -74,9 +73,7 @@ def main() -> None:
     runtime = RuntimeConfig()
     loader = {"fashion_resnet": fashion_resnet, "fashion_dsnet": fashion_dsnet}[args.model]
     data = loader(n_search=1000, n_calib=256, n_test=10000)
-    histograms = collect_histograms(data.model, data.calib.batches(64),
-                                    [layer.activation for layer in data.model.layers],
-                                    runtime=runtime)
+    histograms = data_histograms(data, runtime)
     arena = make_arena(data, "flexible", histograms, runtime)
     game, costs = arena.game, arena.costs
     option = Option.parse(args.budget.upper())

@@ -28,7 +28,7 @@ from smpq_onnx.hardware.budget import Budget
 from smpq_onnx.hardware.cost import CostModel
 from smpq_onnx.hardware.profile import DeviceProfile, load_profile
 from smpq_onnx.model.runtime import RuntimeConfig
-from smpq_onnx.quant.calibration import Calibration, CalibrationSettings
+from smpq_onnx.quant.calibration import Calibration, CalibrationSettings, collect_histograms
 from smpq_onnx.quant.histogram import StreamingHistogram
 from smpq_onnx.quant.options import Option
 from smpq_onnx.quant.policy import Policy
@@ -237,6 +237,15 @@ class Arena:
 
     def feasible(self) -> list[str]:
         return [k for k in self.budgets if k not in self.infeasible]
+
+
+def data_histograms(data: ModelData, runtime: RuntimeConfig
+                    ) -> dict[str, StreamingHistogram]:
+    """Activation histograms of ``data``'s calibration split (batches of 64): one pass per
+    model, shared by the arenas of every profile."""
+    return collect_histograms(data.model, data.calib.batches(64),
+                              [layer.activation for layer in data.model.layers],
+                              runtime=runtime)
 
 
 def make_arena(data: ModelData, profile_name: str, histograms: dict[str, StreamingHistogram],
