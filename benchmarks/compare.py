@@ -23,7 +23,8 @@ on ``mcu``: the profile's flash and SRAM limits; the Fashion-MNIST depthwise-sep
    every other method (uniform, random with as many draws as that shapley run evaluated,
    context, amp, dmpq, shapley-paper) on the search split; ``evolution`` with 10x shapley's
    evaluations at ``--evolution-budgets`` (the strong reference). Each chosen policy is
-   re-evaluated on the held-out split (same calibration). Every method searches on
+   re-evaluated on the held-out split as its emitted QDQ model (what ships; same
+   calibration). Every method searches on
    ``smpq-onnx search``'s utility: KL to FP32 (the model's metric on held-out data).
 3. Analyses on the flexible profile: Kendall tau-b (bootstrap CI) between predicted scores
    and held-out metrics of random policies of equal BOPs; the alpha pitfall (per unit and

@@ -8,6 +8,8 @@ BOPs budgets of uniform W4A8, W3A8, W4A4 and W3A4 (0.5, 0.375, 0.25 and 0.1875x 
   evaluation count is everyone's ``--max-evals``;
 - ``global``: SMPQ on the paper's game (absent units FP32) sized to that count;
 - ``local``: SMPQ on the budget-local game (:mod:`smpq_onnx.strategy.local`), same count;
+  ``local-nopolish`` without its joint polish; ``local+refine`` sized to (1 -
+  ``--refine-share``) of the count, the rest spent on a hill climb (``--refine-share``);
 - ``random``: random feasible policies, same count (``--with-random``);
 - ``evolution``: regularized evolution with ``--evolution-factor`` times the evaluations the
   local search of the same seed spent (listed after ``local`` in ``--methods``): the strong
@@ -46,6 +48,7 @@ from smpq_onnx.strategy import local
 from smpq_onnx.strategy.baselines import amp_search, random_search
 from smpq_onnx.strategy.evolution import evolution_search
 from smpq_onnx.strategy.local import local_search
+from smpq_onnx.strategy.refine import refined
 from smpq_onnx.strategy.smpq import SearchResult, SearchSettings, shapley_search, sized_settings
 
 BUDGETS = {"w4a8": Option(4, 8), "w3a8": Option(3, 8), "w4a4": Option(4, 4),
@@ -54,7 +57,7 @@ BUDGETS = {"w4a8": Option(4, 8), "w3a8": Option(3, 8), "w4a4": Option(4, 4),
 
 def run(name: str, arena: Arena, budget: Budget, seed: int, count: int,
         local_settings: SearchSettings, radius: int, most_bits_start: bool,
-        windows: int | None = None) -> SearchResult:
+        windows: int | None = None, refine_share: float = 0.3) -> SearchResult:
     game, costs, evaluator = arena.game, arena.costs, arena.search
     if name == "amp":
         return amp_search(game, evaluator, costs, budget)
@@ -62,10 +65,17 @@ def run(name: str, arena: Arena, budget: Budget, seed: int, count: int,
         return random_search(game, evaluator, costs, budget, evaluations=count, seed=seed)
     if name == "evolution":
         return evolution_search(game, evaluator, costs, budget, evaluations=count, seed=seed)
-    if name == "local":
+    if name == "local+refine":  # the local search on part of the count, a hill climb after
+        before = evaluator.n_evaluations
+        searched = run("local", arena, budget, seed, round(count * (1 - refine_share)),
+                       local_settings, radius, most_bits_start, windows)
+        left = count - (evaluator.n_evaluations - before)
+        return refined(searched, evaluator, costs, budget, evaluations=max(left, 0), seed=seed)
+    if name in ("local", "local-nopolish"):
         return local_search(game, evaluator, costs, budget,
                             dataclasses.replace(local_settings, seed=seed), max_evals=count,
-                            radius=radius, most_bits_start=most_bits_start, windows=windows)
+                            radius=radius, most_bits_start=most_bits_start, windows=windows,
+                            polish=name == "local")
     settings = sized_settings(game, SearchSettings(seed=seed), max_evals=count)
     return shapley_search(game, evaluator, costs, budget, settings)
 
@@ -107,6 +117,8 @@ def main() -> None:
     parser.add_argument("--search-metric", choices=sorted(BUILTIN_METRICS),
                         help="the search's utility (default: smpq-onnx search's, kl, also with "
                         "labels); held-out scores keep the model's metric")
+    parser.add_argument("--refine-share", type=float, default=0.3,
+                        help="local+refine: share of the count left to the hill climb")
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "local_game.json")
     args = parser.parse_args()
@@ -133,7 +145,7 @@ def main() -> None:
         evaluator.forget()  # every method starts cold: the count is its own
         before, start = evaluator.n_evaluations, time.perf_counter()
         result = run(name, arena, budget, seed or 0, count, local_settings, args.radius,
-                     not args.uniform_start, args.windows)
+                     not args.uniform_start, args.windows, args.refine_share)
         spent = evaluator.n_evaluations - before
         row = {"method": name, "budget": key, "seed": seed, "search": result.score,
                "bops": result.costs.bops, "budget_bops": budget.bops, "evaluations": spent,

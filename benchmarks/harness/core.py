@@ -307,11 +307,13 @@ def add_result(rec: Recorder, clock: Clock, arena: Arena, budget_key: str, metho
                seed: int | None, policy: Policy, search_score: float, *, evaluations: int,
                estimation_s: float, selection_s: float,
                extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Re-evaluate ``policy`` on the held-out (and sanity) split and record the row."""
+    """Score ``policy``'s emitted QDQ model (what ships) on the held-out (and sanity) split
+    and record the row."""
     budget = arena.budgets[budget_key]
     costs = arena.costs.cost(policy)
-    heldout = arena.heldout.evaluate(policy).score
-    sanity = arena.sanity.evaluate(policy).score if arena.sanity is not None else None
+    heldout = arena.heldout.evaluate_deployed(policy).score
+    sanity = (arena.sanity.evaluate_deployed(policy).score if arena.sanity is not None
+              else None)
     row = {
         "model": arena.data.key, "profile": arena.profile.name, "budget": budget_key,
         "method": method, "seed": seed, "status": "ok",

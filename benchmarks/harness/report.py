@@ -192,14 +192,17 @@ def _setup(data: dict[str, Any]) -> list[str]:
         "- shapley: `smpq-onnx search`'s default, the budget-local game "
         "(`smpq_onnx.strategy.local`: windows around the incumbent, owen-cv with the "
         "single-side table at each window's top, q in the budget band, knapsack proposals, "
-        "moves kept only when they win a paired bootstrap on the search split), searching "
-        "on KL to FP32, at "
+        "moves kept only when they win a paired bootstrap on the search split, then the "
+        "joint polish around the incumbent where it costs at most a third of the count), "
+        "searching on KL to FP32, at "
         + (f"{cfg['shapley_evals']} evaluations" if cfg.get("shapley_evals")
            else "AMP's evaluation count on the same model and profile (`--max-evals`)")
         + ". Each run starts on a cold evaluator, so its count is its own.")
     lines.append("- Every method searches on the same utility, `smpq-onnx search`'s: KL to "
                  "FP32 on the search split (finer than top-1 on 1000 images, with or without "
-                 "labels); held-out scores use the model's metric.")
+                 "labels); held-out scores use the model's metric on the chosen policy's "
+                 "emitted QDQ model (what ships; the analyses below use the fake-quant "
+                 "engine).")
     lines.append(
         f"- evolution: regularized evolution over feasible policies (mutations repaired to "
         f"the budget) with {cfg.get('evolution_factor', 10)}x the shapley run's evaluations "

@@ -17,6 +17,12 @@ policies and of the knapsack's most-bits policies, :func:`most_bits_policies`):
   becomes the next centre (a trust region that moves with the incumbent) only if it wins
   :data:`CONFIDENCE` of paired bootstrap resamples against the incumbent, while evaluations
   are left;
+- after the windows, the joint polish (:func:`joint_polish`): every unit moved alone to each
+  joint option of its one-step window around the incumbent, the measured changes as knapsack
+  utilities, the knapsack's best few measured; it runs when it costs at most a third of the
+  evaluations (the windows' per-side players add a unit's weight and activation changes; the
+  polish measures them together: a better search utility than AMP's at AMP's count on both
+  Fashion nets, README "The joint polish");
 - with ``SearchSettings.interactions`` K, pair terms measured at each window's best proposal
   join the knapsack (:mod:`smpq_onnx.strategy.interactions`) and its policies compete too.
 
@@ -43,7 +49,7 @@ from smpq_onnx.hardware.cost import CostModel
 from smpq_onnx.quant.options import Option
 from smpq_onnx.quant.policy import Policy
 from smpq_onnx.strategy.control_variate import SeparableControlVariate
-from smpq_onnx.strategy.game import QuantizationGame
+from smpq_onnx.strategy.game import QuantizationGame, Unit
 from smpq_onnx.strategy.interactions import interaction_proposals, pair_cost
 from smpq_onnx.strategy.selection import Infeasible, best_k
 from smpq_onnx.strategy.shapley import QBand
@@ -72,6 +78,12 @@ MEASURED_CANDIDATES = 2
 BAND_HALF_WIDTH = 0.25
 """Owen's q is drawn within this distance of the q at which a window's coalitions cost the
 budget (the budget-local band)."""
+POLISH_PROPOSALS = 3
+"""Knapsack policies measured after the polish's cells."""
+LOCKED_OUT = 1e3
+"""Utility that keeps the polish's knapsack off options outside the one-step window."""
+POLISH_SHARE_LIMIT = 3
+"""The polish runs when it costs at most 1/3 of the evaluations."""
 START_KNAPSACK = 2
 """Most-bits knapsack policies measured beside the uniform ones for the first centre."""
 _BAND_GRID = 21
@@ -113,22 +125,24 @@ def window_around(game: QuantizationGame, center: Sequence[Option], radius: int 
     options (up to ``radius`` steps either side)."""
     floors, windows = [], []
     for unit, middle in zip(game.units, center, strict=True):
-        if unit.pinned:
-            floors.append(middle)
-            windows.append([middle])
-            continue
-        if game.split_sides:
-            w = _steps(sorted({o.w_bits for o in unit.options}), middle.w_bits, radius)
-            a = _steps(sorted({o.a_bits for o in unit.options}), middle.a_bits, radius)
-            legal = [o for o in unit.options if o.w_bits in w and o.a_bits in a]
-            floors.append(Option(w[0], a[0]))
-        else:
-            ranked = sorted(unit.options, key=lambda o: (o.w_bits * o.a_bits, o.a_bits,
-                                                         o.w_bits))
-            legal = _steps(ranked, middle, radius)
-            floors.append(legal[0])
+        floor, legal = unit_window(game, unit, middle, radius)
+        floors.append(floor)
         windows.append(legal)
     return floors, windows
+
+
+def unit_window(game: QuantizationGame, unit: Unit, middle: Option, radius: int = 1
+                ) -> tuple[Option, list[Option]]:
+    """One unit's floor and window options around ``middle`` (:func:`window_around`)."""
+    if unit.pinned:
+        return middle, [middle]
+    if game.split_sides:
+        w = _steps(sorted({o.w_bits for o in unit.options}), middle.w_bits, radius)
+        a = _steps(sorted({o.a_bits for o in unit.options}), middle.a_bits, radius)
+        return Option(w[0], a[0]), [o for o in unit.options if o.w_bits in w and o.a_bits in a]
+    ranked = sorted(unit.options, key=lambda o: (o.w_bits * o.a_bits, o.a_bits, o.w_bits))
+    legal = _steps(ranked, middle, radius)
+    return legal[0], legal
 
 
 Step = TypeVar("Step")
@@ -188,6 +202,78 @@ def most_bits_policies(game: QuantizationGame, costs: CostModel, budget: Budget,
         raise infeasible_error(game, costs, budget) from e
 
 
+def joint_cells(game: QuantizationGame, incumbent: Policy,
+                units: Sequence[int] | None = None) -> dict[tuple[int, Option], Policy]:
+    """Per unit (of ``units``, default all), ``incumbent`` with that unit alone at each other
+    joint option of its one-step window (weight and activation widths moved together)."""
+    center = [incumbent[unit.layers[0]] for unit in game.units]
+    _, windows = window_around(game, center)
+
+    def moved(k: int, option: Option) -> Policy:
+        trial = list(center)
+        trial[k] = option
+        return policy_of(game, [u.options.index(o) for u, o in zip(game.units, trial,
+                                                                   strict=True)])
+
+    chosen = range(len(game.units)) if units is None else units
+    return {(k, o): moved(k, o) for k in chosen for o in windows[k] if o != center[k]}
+
+
+def polished_units(game: QuantizationGame, costs: CostModel, incumbent: Policy,
+                   evaluations: int) -> list[int]:
+    """The units whose cells :func:`joint_polish` measures within ``evaluations`` (its
+    incumbent and proposals included): all where they fit, else the costliest in BOPs at
+    ``incumbent`` first (where a trade between units pays most)."""
+    def bops(k: int) -> float:
+        unit = game.units[k]
+        return sum(costs.layer_bops(name, incumbent[name]) for name in unit.layers)
+
+    left = evaluations - 1 - POLISH_PROPOSALS
+    chosen = []
+    for k in sorted(range(len(game.units)), key=lambda k: (-bops(k), k)):
+        cells = len(joint_cells(game, incumbent, [k]))
+        if cells <= left:
+            chosen.append(k)
+            left -= cells
+    return sorted(chosen)
+
+
+def polish_cost(game: QuantizationGame) -> int:
+    """The most evaluations :func:`joint_polish` can take, whatever the incumbent: per unit
+    the cells of its widest one-step window, and the proposals."""
+    cells = sum(max(len(unit_window(game, unit, o)[1]) for o in unit.options) - 1
+                for unit in game.units)
+    return cells + POLISH_PROPOSALS
+
+
+def joint_polish(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
+                 budget: Budget, incumbent: Policy, *, seed: int,
+                 units: Sequence[int] | None = None) -> Policy:
+    """One measured step from ``incumbent``: every unit moved alone to each joint option of
+    its one-step window (its own weight-activation interplay measured, which the windows'
+    per-side players add up), the changes as knapsack utilities; the best of the knapsack's
+    :data:`POLISH_PROPOSALS` policies replaces ``incumbent`` if it wins the paired test.
+    ``units`` (default all) limits the units moved; the others keep their option."""
+    cells = joint_cells(game, incumbent, units)
+    base, *scores = evaluator.scores([incumbent, *cells.values()])
+    gain = dict(zip(cells, (score - base for score in scores), strict=True))
+    utilities = [np.array([gain.get((k, o), 0.0 if o == incumbent[unit.layers[0]]
+                                    else -LOCKED_OUT) for o in unit.options])
+                 for k, unit in enumerate(game.units)]
+    try:
+        choices = best_k(knapsack_problem(game, costs, budget, utilities), POLISH_PROPOSALS)
+    except Infeasible:
+        return incumbent
+    proposals = [p for p in (policy_of(game, c) for c in choices) if p != incumbent]
+    if not proposals:
+        return incumbent
+    measured = evaluator.scores(proposals)
+    challenger = proposals[int(np.argmax(measured))]
+    if max(measured) > base and beats(evaluator, challenger, incumbent, seed=seed):
+        return challenger
+    return incumbent
+
+
 def starting_center(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
                     budget: Budget, uniforms: list[Policy], *, most_bits: bool = True
                     ) -> list[Option]:
@@ -207,7 +293,7 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
                  budget: Budget, settings: SearchSettings, *, max_evals: int,
                  samples: int | None = None, windows: int | None = None,
                  radius: int = 1, most_bits_start: bool = True,
-                 progress: Progress | None = None) -> SearchResult:
+                 polish: bool = True, progress: Progress | None = None) -> SearchResult:
     """``samples`` Owen samples in each of ``windows`` windows (default: sized to
     ``max_evals``, at most :data:`MAX_MOVES` windows of at least 2 samples), each spanning
     ``radius`` steps either side of its centre per side (wider windows were mixed on the
@@ -224,14 +310,18 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     per_window = 2 * expected_sample_cost(first, settings.estimator)  # 2 Owen samples
     reserve = min(settings.surrogate, max(max_evals - (evaluator.n_evaluations - before), 0))
     max_evals -= reserve  # the surrogate's proposals are measured after the windows
+    budgeted = max_evals
+    incumbent = policy_of(game, [u.options.index(o) for u, o in zip(game.units, center,
+                                                                   strict=True)])
+    polishing = polish and max_evals >= POLISH_SHARE_LIMIT * polish_cost(game)
+    if polishing:  # measured after the windows, around their incumbent
+        max_evals -= polish_cost(game)
     moves = windows or int(max(1, min(MAX_MOVES, max_evals // max(per_window, 1.0))))
     spent_per_move: list[int] = []
     bands: list[str] = []
     pair_terms: list[int] = []
     accepted = 0
     played: tuple[QuantizationGame, np.ndarray, np.ndarray, np.ndarray] | None = None
-    incumbent = policy_of(game, [u.options.index(o) for u, o in zip(game.units, center,
-                                                                   strict=True)])
     for move in range(moves):
         local = first if move == 0 else game.window(*window_around(game, center, radius))
         left = max_evals - (evaluator.n_evaluations - before)
@@ -282,6 +372,17 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
             accepted += 1
         center = [incumbent[unit.layers[0]] for unit in game.units]
         spent_per_move.append(evaluator.n_evaluations - at)
+    polished = "off"
+    if polishing:
+        left = budgeted - (evaluator.n_evaluations - before)
+        units = polished_units(game, costs, incumbent, left)
+        at = evaluator.n_evaluations
+        moved = joint_polish(game, evaluator, costs, budget, incumbent, seed=settings.seed,
+                             units=units) if units else incumbent
+        polished = (f"{'accepted' if moved != incumbent else 'kept'}, "
+                    f"{len(units)} of {len(game.units)} units, "
+                    f"{evaluator.n_evaluations - at} evaluations")
+        incumbent = moved
     fitted = (propose_from_surrogate(game, evaluator, costs, budget, known_before,
                                      count=reserve) if reserve else {})
     shapley_s = time.perf_counter() - start
@@ -293,7 +394,8 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     details: dict[str, float | int | str] = {
         "game": "local", "windows": len(spent_per_move),
         "evaluations_per_window": ",".join(map(str, spent_per_move)),
-        "q_bands": ",".join(bands), "moves_accepted": accepted, **fitted}
+        "q_bands": ",".join(bands), "moves_accepted": accepted,
+        "polish": polished, **fitted}
     if pair_terms:
         details["pair_terms_per_window"] = ",".join(map(str, pair_terms))
     if best_policy != incumbent and not beats(evaluator, best_policy, incumbent,
