@@ -231,7 +231,8 @@ def polished_units(game: QuantizationGame, costs: CostModel, incumbent: Policy,
     left = evaluations - 1 - POLISH_PROPOSALS
     chosen = []
     for k in sorted(range(len(game.units)), key=lambda k: (-bops(k), k)):
-        cells = len(joint_cells(game, incumbent, [k]))
+        unit = game.units[k]
+        cells = len(unit_window(game, unit, incumbent[unit.layers[0]])[1]) - 1
         if cells <= left:
             chosen.append(k)
             left -= cells
@@ -313,9 +314,10 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     budgeted = max_evals
     incumbent = policy_of(game, [u.options.index(o) for u, o in zip(game.units, center,
                                                                    strict=True)])
-    polishing = polish and max_evals >= POLISH_SHARE_LIMIT * polish_cost(game)
+    reserved = polish_cost(game)
+    polishing = polish and max_evals >= POLISH_SHARE_LIMIT * reserved
     if polishing:  # measured after the windows, around their incumbent
-        max_evals -= polish_cost(game)
+        max_evals -= reserved
     moves = windows or int(max(1, min(MAX_MOVES, max_evals // max(per_window, 1.0))))
     spent_per_move: list[int] = []
     bands: list[str] = []
