@@ -67,6 +67,7 @@ from harness.core import (
     data_histograms,
     guarded,
     make_arena,
+    paired_differences,
 )
 from harness.data import ModelData, describe, fashion_dsnet, fashion_resnet, mobilenet_v2
 from harness.methods import (
@@ -130,6 +131,7 @@ def run_arena(arena: Arena, cfg: Config, rec: Recorder, clock: Clock,
     if arena.feasible():
         run_methods(arena, cfg, rec, clock, dmpq)
     arena_json = rec.data["arenas"][arena.key]
+    arena_json["paired"] = paired_differences(arena)
     arena_json["search_evaluations"] = arena.search.n_evaluations - search_start
     arena_json["heldout_evaluations"] = arena.heldout.n_evaluations
     arena_json["wall_s"] = time.perf_counter() - begin

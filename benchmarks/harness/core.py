@@ -230,6 +230,9 @@ class Arena:
     """AMP's evaluation count on this arena (the default search's count in the benchmark)."""
     local_values: dict[int, tuple[QuantizationGame, np.ndarray]] = field(default_factory=dict)
     """Per seed, the last window the default search played at the tau budget and its values."""
+    heldout_hits: dict[tuple[str, str, int | None], np.ndarray] = field(default_factory=dict)
+    """(budget, method, seed) -> which held-out samples the emitted model gets right (class
+    metrics): the paired comparison of two methods on the same samples."""
 
     @property
     def key(self) -> str:
@@ -311,13 +314,18 @@ def add_result(rec: Recorder, clock: Clock, arena: Arena, budget_key: str, metho
     and record the row."""
     budget = arena.budgets[budget_key]
     costs = arena.costs.cost(policy)
-    heldout = arena.heldout.evaluate_deployed(policy).score
+    outputs = arena.heldout.run_model(arena.heldout.deployed_model(policy).SerializeToString())
+    heldout = arena.heldout.score_outputs(outputs)
+    hits = sample_hits(arena.heldout, outputs)
+    if hits is not None:
+        arena.heldout_hits[(budget_key, method, seed)] = hits
     sanity = (arena.sanity.evaluate_deployed(policy).score if arena.sanity is not None
               else None)
     row = {
         "model": arena.data.key, "profile": arena.profile.name, "budget": budget_key,
         "method": method, "seed": seed, "status": "ok",
         "search": search_score, "heldout": heldout, "sanity_top1": sanity,
+        "heldout_utility": heldout_utility(arena.heldout, outputs),
         "bops": costs.bops, "weight_bytes": costs.weight_bytes,
         "peak_activation_bytes": costs.peak_activation_bytes,
         "fits": budget.fits(costs),
@@ -335,6 +343,51 @@ def add_result(rec: Recorder, clock: Clock, arena: Arena, budget_key: str, metho
               f"BOPs {costs.bops / 1e6:.1f} M, {evaluations} evaluations, "
               f"{estimation_s + selection_s:.1f} s")
     return row
+
+
+def sample_hits(evaluator: Evaluator, outputs: np.ndarray) -> np.ndarray | None:
+    """Per held-out sample, whether ``outputs`` gets it right under the evaluator's metric
+    (top-1 against the labels, agreement against FP32; None for other metrics)."""
+    predicted = outputs.reshape(len(outputs), -1).argmax(1)
+    if evaluator.metric.name == "top1" and evaluator.data.labels is not None:
+        return np.asarray(predicted == evaluator.data.labels)
+    if evaluator.metric.name == "agreement":
+        return np.asarray(predicted == evaluator.reference.reshape(len(outputs), -1).argmax(1))
+    return None
+
+
+def heldout_utility(evaluator: Evaluator, outputs: np.ndarray) -> float:
+    """The search's utility (``smpq-onnx search``'s, KL to FP32 for class metrics) of
+    ``outputs`` on the held-out samples: does a search-split win carry over to unseen data
+    in the units the search maximized?"""
+    return search_utility(evaluator.metric)(outputs, evaluator.reference, evaluator.data.labels)
+
+
+def paired_differences(arena: Arena, method: str = "shapley"
+                       ) -> dict[str, dict[str, dict[str, float]]]:
+    """Per budget and other method: ``method``'s held-out metric minus the other's (each
+    averaged over its seeds, per sample) and the standard error of that mean difference over
+    the held-out samples, both measured on the same samples (paired: the samples' shared
+    difficulty cancels)."""
+    found: dict[str, dict[str, dict[str, float]]] = {}
+    for budget in arena.budgets:
+        mine = _mean_hits(arena, budget, method)
+        if mine is None:
+            continue
+        for other in sorted({m for b, m, _ in arena.heldout_hits if b == budget} - {method}):
+            theirs = _mean_hits(arena, budget, other)
+            assert theirs is not None
+            diff = mine - theirs
+            found.setdefault(budget, {})[other] = {
+                "difference": float(diff.mean()),
+                "se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
+    return found
+
+
+def _mean_hits(arena: Arena, budget: str, method: str) -> np.ndarray | None:
+    runs = [hits for (b, m, _), hits in arena.heldout_hits.items()
+            if b == budget and m == method]
+    return np.mean(runs, axis=0) if runs else None
 
 
 def add_status(rec: Recorder, clock: Clock, arena: Arena, budget_key: str, method: str,

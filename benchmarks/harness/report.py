@@ -28,6 +28,8 @@ METHOD_ORDER = ("shapley", "shapley-paper", "uniform", "random", "context", "amp
 REFERENCE = "evolution"
 """Not a baseline to beat: the strong reference with 10x the evaluations (within 0.2 pt)."""
 REFERENCE_GAP = 0.002
+PAIRED_Z = 2.0
+"""A difference counts as inside the noise within this many paired standard errors."""
 MARKERS = {"shapley": "*", "shapley-paper": "P", "uniform": "s", "random": ".", "context": "^",
            "amp": "D", "dmpq": "v", "evolution": "x"}
 COLORS = {"shapley": "tab:red", "shapley-paper": "tab:pink", "uniform": "tab:gray",
@@ -86,17 +88,24 @@ def verdict(data: dict[str, Any], model: str, profile: str, budget: str) -> str:
     _, b_mean, b_std = others[best]
     diff = (s_mean - b_mean) * scale
     n = info["sizes"]["heldout"]
-    p = min(max((s_mean + b_mean) / 2, 0.0), 1.0)
-    sampling = math.sqrt(2 * p * (1 - p) / n) * scale if info["percent"] else 0.0
+    paired = data["arenas"][f"{model}/{profile}"].get("paired", {}).get(budget, {}).get(best)
     spread = max(s_std, b_std) * scale
+    if paired is not None:  # both methods' emitted models on the same held-out samples
+        sampling = PAIRED_Z * paired["se"] * scale
+        noise_text = (f"{PAIRED_Z:g} paired s.e. of the difference on the same {n} held-out "
+                      f"samples {sampling:.2f}{unit}")
+    else:
+        p = min(max((s_mean + b_mean) / 2, 0.0), 1.0)
+        sampling = math.sqrt(2 * p * (1 - p) / n) * scale if info["percent"] else 0.0
+        noise_text = f"sampling s.e. of a difference on {n} held-out samples {sampling:.2f}{unit}"
     noise = max(sampling, spread)
     word = "wins" if diff > 0 else "loses" if diff < 0 else "ties"
     text = (f"shapley {_pm(s_values, scale)} vs best baseline {best} "
             f"{_pm(others[best][0], scale)} (held-out {info['metric']}): shapley {word}"
             f"{'' if word == 'ties' else f' by {abs(diff):.2f}{unit}'}")
-    if abs(diff) <= noise:
-        text += (f", within noise (largest seed std {spread:.2f}{unit}, sampling s.e. of a "
-                 f"difference on {n} held-out samples {sampling:.2f}{unit})")
+    text += (f", {'within' if abs(diff) <= noise else 'beyond'} noise (largest seed std "
+             f"{spread:.2f}{unit}, {noise_text})")
+    text += _utility_verdict(rows)
     ranked = [m for m in sorted(means, key=lambda m: means[m][1], reverse=True)
               if m != REFERENCE]
     text += f"; shapley ranks {ranked.index('shapley') + 1} of {len(ranked)} methods"
@@ -117,7 +126,25 @@ def verdict(data: dict[str, Any], model: str, profile: str, budget: str) -> str:
     return text
 
 
+def _utility_verdict(rows: list[dict[str, Any]]) -> str:
+    """Shapley against the best other method on the search's utility, held-out samples."""
+    means = {}
+    for method in METHOD_ORDER:
+        values = [r["heldout_utility"] for r in rows
+                  if r["method"] == method and r.get("heldout_utility") is not None]
+        if values and method != REFERENCE:
+            means[method] = mean_std(values)[0]
+    if "shapley" not in means or len(means) < 2:
+        return ""
+    best = max((m for m in means if m != "shapley"), key=lambda m: means[m])
+    word = "ahead of" if means["shapley"] > means[best] else "behind"
+    return (f"; on the search's utility measured on the held-out samples (-KL to FP32 x1000) "
+            f"shapley {means['shapley'] * SEARCH_SCALE:.2f} is {word} the best baseline "
+            f"{best} {means[best] * SEARCH_SCALE:.2f}")
+
+
 SEARCH_COLUMN = "search utility (-KL to FP32, x1000)"
+HELDOUT_UTILITY_COLUMN = "held-out -KL x1000"
 SEARCH_SCALE = 1000.0
 """Every method searches on KL to FP32 (``smpq-onnx search``'s utility), shown x1000."""
 
@@ -127,7 +154,8 @@ def _result_table(data: dict[str, Any], model: str, profile: str, budget: str) -
     scale = _scale(info)
     limits = data["arenas"][f"{model}/{profile}"]["budgets"][budget]["limits"]
     sanity = info["sizes"]["sanity"] > 0
-    head = ["method", "seeds", f"held-out {info['metric']}", SEARCH_COLUMN]
+    head = ["method", "seeds", f"held-out {info['metric']}", SEARCH_COLUMN,
+            HELDOUT_UTILITY_COLUMN]
     head += ["sanity top-1 (20 labeled)"] if sanity else []
     head += ["BOPs (M)", "BOPs / budget", "flash (KB)", "SRAM (KB)", "fits",
              "evaluations", "wall (s)"]
@@ -146,7 +174,9 @@ def _result_table(data: dict[str, Any], model: str, profile: str, budget: str) -
         bops = mean_std([r["bops"] for r in ok])[0]
         cells = [method, ",".join(str(s) for s in seeds) if seeds[0] is not None else "-",
                  _pm([r["heldout"] for r in ok], scale),
-                 _pm([r["search"] for r in ok], SEARCH_SCALE)]
+                 _pm([r["search"] for r in ok], SEARCH_SCALE),
+                 _pm([r["heldout_utility"] for r in ok], SEARCH_SCALE)
+                 if all(r.get("heldout_utility") is not None for r in ok) else "-"]
         if sanity:
             cells.append(_pm([r["sanity_top1"] for r in ok], 100.0))
         cells += [f"{bops / 1e6:.1f}",
