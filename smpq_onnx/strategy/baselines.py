@@ -36,6 +36,7 @@ from smpq_onnx.strategy.smpq import (
     SearchResult,
     infeasible_error,
     policy_of,
+    policy_with,
     select,
     uniform_candidates,
 )
@@ -82,11 +83,6 @@ def _background(game: QuantizationGame) -> list[Option]:
             for unit in game.units]
 
 
-def _with(game: QuantizationGame, options: list[Option]) -> Policy:
-    return policy_of(game, [unit.options.index(o) for unit, o in zip(game.units, options,
-                                                                        strict=True)])
-
-
 def context_utilities(game: QuantizationGame, evaluator: Evaluator) -> list[np.ndarray]:
     """Per unit, the metric change of each option varied alone around the background.
 
@@ -98,14 +94,14 @@ def context_utilities(game: QuantizationGame, evaluator: Evaluator) -> list[np.n
     def varied(k: int, option: Option) -> Policy:
         trial = list(background)
         trial[k] = option
-        return _with(game, trial)
+        return policy_with(game, trial)
 
     # Per unit and option, the policies whose gains add up to its utility (one batch).
     trials = [[[varied(k, Option(option.w_bits, background[k].a_bits)),
                 varied(k, Option(background[k].w_bits, option.a_bits))]
                if game.split_sides else [varied(k, option)] for option in unit.options]
               for k, unit in enumerate(game.units)]
-    flat = [_with(game, background)] + [p for row in trials for cell in row for p in cell]
+    flat = [policy_with(game, background)] + [p for row in trials for cell in row for p in cell]
     score = dict(zip(flat, evaluator.scores(flat), strict=True))
     base = score[flat[0]]
     return [np.array([sum(score[p] - base for p in cell) for cell in row]) for row in trials]
@@ -145,8 +141,8 @@ def amp_sensitivities(game: QuantizationGame, evaluator: Evaluator, *,
             if option != top[k] and (candidates is None or option in candidates):
                 trial = list(top)
                 trial[k] = option
-                lowered[(k, option)] = _with(game, trial)
-    batch = [_with(game, top), *lowered.values()]  # independent of each other: one batch
+                lowered[(k, option)] = policy_with(game, trial)
+    batch = [policy_with(game, top), *lowered.values()]  # independent of each other: one batch
     reference, *measured = evaluator.scores(batch)
     drop: list[dict[Option, float]] = [{top[k]: 0.0} for k in range(len(game.units))]
     for (k, option), score in zip(lowered, measured, strict=True):
@@ -178,7 +174,7 @@ def amp_select(game: QuantizationGame, evaluator: Evaluator, costs: CostModel, b
         current[best[1]] = best[2]
         curve.append(list(current))
     for point in curve:
-        policy = _with(game, point)
+        policy = policy_with(game, point)
         if budget.fits(costs.cost(policy)):
             return policy, evaluator.evaluate(policy).score
     raise infeasible_error(game, costs, budget)

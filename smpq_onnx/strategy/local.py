@@ -64,6 +64,7 @@ from smpq_onnx.strategy.smpq import (
     infeasible_error,
     knapsack_problem,
     policy_of,
+    policy_with,
     uniform_candidates,
 )
 from smpq_onnx.strategy.surrogate import fit_additive, surrogate_proposals
@@ -212,8 +213,7 @@ def joint_cells(game: QuantizationGame, incumbent: Policy,
     def moved(k: int, option: Option) -> Policy:
         trial = list(center)
         trial[k] = option
-        return policy_of(game, [u.options.index(o) for u, o in zip(game.units, trial,
-                                                                   strict=True)])
+        return policy_with(game, trial)
 
     chosen = range(len(game.units)) if units is None else units
     return {(k, o): moved(k, o) for k in chosen for o in windows[k] if o != center[k]}
@@ -312,8 +312,7 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     reserve = min(settings.surrogate, max(max_evals - (evaluator.n_evaluations - before), 0))
     max_evals -= reserve  # the surrogate's proposals are measured after the windows
     budgeted = max_evals
-    incumbent = policy_of(game, [u.options.index(o) for u, o in zip(game.units, center,
-                                                                   strict=True)])
+    incumbent = policy_with(game, center)
     reserved = polish_cost(game)
     polishing = polish and max_evals >= POLISH_SHARE_LIMIT * reserved
     if polishing:  # measured after the windows, around their incumbent

@@ -274,6 +274,12 @@ def policy_of(game: QuantizationGame, choice: list[int]) -> Policy:
     return Policy(chosen)
 
 
+def policy_with(game: QuantizationGame, options: Sequence[Option]) -> Policy:
+    """Each unit of ``game`` at its option in ``options`` (one of the unit's own)."""
+    return policy_of(game, [unit.options.index(option)
+                            for unit, option in zip(game.units, options, strict=True)])
+
+
 def choice_of(game: QuantizationGame, policy: Policy) -> list[int]:
     """``policy`` as option indices per unit (the inverse of :func:`policy_of`)."""
     return [unit.options.index(policy[unit.layers[0]]) for unit in game.units]
