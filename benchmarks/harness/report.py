@@ -137,9 +137,10 @@ def _utility_verdict(rows: list[dict[str, Any]]) -> str:
     if "shapley" not in means or len(means) < 2:
         return ""
     best = max((m for m in means if m != "shapley"), key=lambda m: means[m])
-    word = "ahead of" if means["shapley"] > means[best] else "behind"
+    gap = means["shapley"] - means[best]
+    word = "ties" if gap == 0 else "is ahead of" if gap > 0 else "is behind"
     return (f"; on the search's utility measured on the held-out samples (-KL to FP32 x1000) "
-            f"shapley {means['shapley'] * SEARCH_SCALE:.2f} is {word} the best baseline "
+            f"shapley {means['shapley'] * SEARCH_SCALE:.2f} {word} the best baseline "
             f"{best} {means[best] * SEARCH_SCALE:.2f}")
 
 

@@ -76,3 +76,7 @@ def test_the_verdict_reports_the_search_utility_on_held_out_samples() -> None:
     text = verdict(results(paired_se=0.001), "m", "p", "b")
     assert ("(-KL to FP32 x1000) shapley -11.00 is ahead of the best baseline amp -13.00"
             in text)
+    data = results(paired_se=0.001)
+    for row in data["results"]:
+        row["heldout_utility"] = -0.01
+    assert "shapley -10.00 ties the best baseline amp -10.00" in verdict(data, "m", "p", "b")
