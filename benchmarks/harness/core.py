@@ -206,6 +206,16 @@ class CountingEvaluator:
         return cast(Evaluator, self)
 
 
+@dataclass(frozen=True)
+class HeldoutScores:
+    """An emitted model on the held-out split: the model's metric, the search's utility and
+    per sample whether it is right (class metrics, else None)."""
+
+    metric: float
+    utility: float
+    hits: np.ndarray | None
+
+
 @dataclass
 class Arena:
     """One model on one device profile: game, costs, evaluators, budgets, estimates."""
@@ -233,6 +243,8 @@ class Arena:
     heldout_hits: dict[tuple[str, str, int | None], np.ndarray] = field(default_factory=dict)
     """(budget, method, seed) -> which held-out samples the emitted model gets right (class
     metrics): the paired comparison of two methods on the same samples."""
+    heldout_scored: dict[Policy, HeldoutScores] = field(default_factory=dict)
+    """Per policy, its emitted model's held-out scores (methods often choose the same one)."""
 
     @property
     def key(self) -> str:
@@ -314,18 +326,19 @@ def add_result(rec: Recorder, clock: Clock, arena: Arena, budget_key: str, metho
     and record the row."""
     budget = arena.budgets[budget_key]
     costs = arena.costs.cost(policy)
-    outputs = arena.heldout.run_model(arena.heldout.deployed_model(policy).SerializeToString())
-    heldout = arena.heldout.score_outputs(outputs)
-    hits = sample_hits(arena.heldout, outputs)
-    if hits is not None:
-        arena.heldout_hits[(budget_key, method, seed)] = hits
+    scored = arena.heldout_scored.get(policy)
+    if scored is None:
+        scored = arena.heldout_scored[policy] = heldout_scores(arena.heldout, policy)
+    heldout = scored.metric
+    if scored.hits is not None:
+        arena.heldout_hits[(budget_key, method, seed)] = scored.hits
     sanity = (arena.sanity.evaluate_deployed(policy).score if arena.sanity is not None
               else None)
     row = {
         "model": arena.data.key, "profile": arena.profile.name, "budget": budget_key,
         "method": method, "seed": seed, "status": "ok",
         "search": search_score, "heldout": heldout, "sanity_top1": sanity,
-        "heldout_utility": heldout_utility(arena.heldout, outputs),
+        "heldout_utility": scored.utility,
         "bops": costs.bops, "weight_bytes": costs.weight_bytes,
         "peak_activation_bytes": costs.peak_activation_bytes,
         "fits": budget.fits(costs),
@@ -356,11 +369,15 @@ def sample_hits(evaluator: Evaluator, outputs: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def heldout_utility(evaluator: Evaluator, outputs: np.ndarray) -> float:
-    """The search's utility (``smpq-onnx search``'s, KL to FP32 for class metrics) of
-    ``outputs`` on the held-out samples: does a search-split win carry over to unseen data
-    in the units the search maximized?"""
-    return search_utility(evaluator.metric)(outputs, evaluator.reference, evaluator.data.labels)
+def heldout_scores(evaluator: Evaluator, policy: Policy) -> HeldoutScores:
+    """``policy``'s emitted QDQ model (what ships) run once on ``evaluator``'s samples."""
+    outputs = evaluator.run_model(evaluator.deployed_model(policy).SerializeToString())
+    # The search's utility (KL to FP32 for class metrics) on samples the search never saw:
+    # does a search-split win carry over, in the units the search maximized?
+    utility = search_utility(evaluator.metric)(outputs, evaluator.reference,
+                                               evaluator.data.labels)
+    return HeldoutScores(evaluator.score_outputs(outputs), utility,
+                         sample_hits(evaluator, outputs))
 
 
 def paired_differences(arena: Arena, method: str = "shapley"

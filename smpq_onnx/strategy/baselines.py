@@ -39,6 +39,7 @@ from smpq_onnx.strategy.smpq import (
     policy_with,
     select,
     uniform_candidates,
+    unit_moved,
 )
 
 METHODS = ("shapley", "uniform", "random", "context", "amp", "dmpq", "evolution")
@@ -92,9 +93,7 @@ def context_utilities(game: QuantizationGame, evaluator: Evaluator) -> list[np.n
     background = _background(game)
 
     def varied(k: int, option: Option) -> Policy:
-        trial = list(background)
-        trial[k] = option
-        return policy_with(game, trial)
+        return unit_moved(game, background, k, option)
 
     # Per unit and option, the policies whose gains add up to its utility (one batch).
     trials = [[[varied(k, Option(option.w_bits, background[k].a_bits)),
@@ -139,9 +138,7 @@ def amp_sensitivities(game: QuantizationGame, evaluator: Evaluator, *,
     for k, unit in enumerate(game.units):
         for option in unit.options:
             if option != top[k] and (candidates is None or option in candidates):
-                trial = list(top)
-                trial[k] = option
-                lowered[(k, option)] = policy_with(game, trial)
+                lowered[(k, option)] = unit_moved(game, top, k, option)
     batch = [policy_with(game, top), *lowered.values()]  # independent of each other: one batch
     reference, *measured = evaluator.scores(batch)
     drop: list[dict[Option, float]] = [{top[k]: 0.0} for k in range(len(game.units))]

@@ -66,6 +66,7 @@ from smpq_onnx.strategy.smpq import (
     policy_of,
     policy_with,
     uniform_candidates,
+    unit_moved,
 )
 from smpq_onnx.strategy.surrogate import fit_additive, surrogate_proposals
 
@@ -209,14 +210,9 @@ def joint_cells(game: QuantizationGame, incumbent: Policy,
     joint option of its one-step window (weight and activation widths moved together)."""
     center = [incumbent[unit.layers[0]] for unit in game.units]
     _, windows = window_around(game, center)
-
-    def moved(k: int, option: Option) -> Policy:
-        trial = list(center)
-        trial[k] = option
-        return policy_with(game, trial)
-
     chosen = range(len(game.units)) if units is None else units
-    return {(k, o): moved(k, o) for k in chosen for o in windows[k] if o != center[k]}
+    return {(k, o): unit_moved(game, center, k, o)
+            for k in chosen for o in windows[k] if o != center[k]}
 
 
 def polished_units(game: QuantizationGame, costs: CostModel, incumbent: Policy,

@@ -280,6 +280,14 @@ def policy_with(game: QuantizationGame, options: Sequence[Option]) -> Policy:
                             for unit, option in zip(game.units, options, strict=True)])
 
 
+def unit_moved(game: QuantizationGame, options: Sequence[Option], k: int, option: Option
+               ) -> Policy:
+    """:func:`policy_with` of ``options`` with unit ``k`` alone at ``option``."""
+    trial = list(options)
+    trial[k] = option
+    return policy_with(game, trial)
+
+
 def choice_of(game: QuantizationGame, policy: Policy) -> list[int]:
     """``policy`` as option indices per unit (the inverse of :func:`policy_of`)."""
     return [unit.options.index(policy[unit.layers[0]]) for unit in game.units]
