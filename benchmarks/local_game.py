@@ -57,7 +57,8 @@ BUDGETS = {"w4a8": Option(4, 8), "w3a8": Option(3, 8), "w4a4": Option(4, 4),
 
 def run(name: str, arena: Arena, budget: Budget, seed: int, count: int,
         local_settings: SearchSettings, radius: int, most_bits_start: bool,
-        windows: int | None = None, refine_share: float = 0.3) -> SearchResult:
+        windows: int | None = None, refine_share: float = 0.3,
+        sensitivity_start: bool = False) -> SearchResult:
     game, costs, evaluator = arena.game, arena.costs, arena.search
     if name == "amp":
         return amp_search(game, evaluator, costs, budget)
@@ -68,14 +69,15 @@ def run(name: str, arena: Arena, budget: Budget, seed: int, count: int,
     if name == "local+refine":  # the local search on part of the count, a hill climb after
         before = evaluator.n_evaluations
         searched = run("local", arena, budget, seed, round(count * (1 - refine_share)),
-                       local_settings, radius, most_bits_start, windows)
+                       local_settings, radius, most_bits_start, windows,
+                       sensitivity_start=sensitivity_start)
         left = count - (evaluator.n_evaluations - before)
         return refined(searched, evaluator, costs, budget, evaluations=max(left, 0), seed=seed)
     if name in ("local", "local-nopolish"):
         return local_search(game, evaluator, costs, budget,
                             dataclasses.replace(local_settings, seed=seed), max_evals=count,
                             radius=radius, most_bits_start=most_bits_start, windows=windows,
-                            polish=name == "local")
+                            sensitivity_start=sensitivity_start, polish=name == "local")
     settings = sized_settings(game, SearchSettings(seed=seed), max_evals=count)
     return shapley_search(game, evaluator, costs, budget, settings)
 
@@ -105,9 +107,16 @@ def main() -> None:
                         help="the local search's window radius (steps either side)")
     parser.add_argument("--uniform-start", action="store_true",
                         help="the local search's first centre from the uniform policies only")
+    parser.add_argument("--sensitivity-start", action="store_true",
+                        help="the local search's first centre also from the knapsack on side "
+                        "sensitivities (local.SENSITIVITY_SHARE_LIMIT)")
     parser.add_argument("--model", choices=("fashion_resnet", "fashion_dsnet", "mobilenet_v2"),
                         default="fashion_resnet")
     parser.add_argument("--hw", default="flexible")
+    parser.add_argument("--search-offset", type=int, default=0,
+                        help="Fashion-MNIST: the search split's first validation image (the "
+                        "same methods on another 1000 images: how much a verdict owes to the "
+                        "search split drawn)")
     parser.add_argument("--search-crops", type=int, default=64)
     parser.add_argument("--heldout-crops", type=int, default=256)
     parser.add_argument("--estimator", default=default_estimator("local"),
@@ -126,7 +135,8 @@ def main() -> None:
         local.MEASURED_CANDIDATES = args.measured_candidates
     runtime = RuntimeConfig()
     fashion = {"fashion_resnet": fashion_resnet, "fashion_dsnet": fashion_dsnet}
-    data = (fashion[args.model](n_search=1000, n_calib=256, n_test=10000)
+    data = (fashion[args.model](n_search=1000, n_calib=256, n_test=10000,
+                                search_offset=args.search_offset)
             if args.model in fashion else
             mobilenet_v2(n_search=args.search_crops, n_heldout=args.heldout_crops, n_calib=64))
     histograms = data_histograms(data, runtime)
@@ -145,7 +155,8 @@ def main() -> None:
         evaluator.forget()  # every method starts cold: the count is its own
         before, start = evaluator.n_evaluations, time.perf_counter()
         result = run(name, arena, budget, seed or 0, count, local_settings, args.radius,
-                     not args.uniform_start, args.windows, args.refine_share)
+                     not args.uniform_start, args.windows, args.refine_share,
+                     args.sensitivity_start)
         spent = evaluator.n_evaluations - before
         row = {"method": name, "budget": key, "seed": seed, "search": result.score,
                "bops": result.costs.bops, "budget_bops": budget.bops, "evaluations": spent,
@@ -181,6 +192,8 @@ def main() -> None:
     args.out.write_text(json.dumps({"model": args.model, "hw": args.hw,
                                     "search_metric": evaluator.metric.name,
                                     "local_settings": dataclasses.asdict(local_settings),
+                                    "sensitivity_start": args.sensitivity_start,
+                                    "windows": args.windows,
                                     "rows": rows,
                                     "measured_candidates": local.MEASURED_CANDIDATES,
                                     "summary": summary, "splits": data.splits}, indent=1)

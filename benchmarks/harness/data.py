@@ -52,12 +52,13 @@ def _input_name(model: ImportedModel) -> str:
 
 
 def _fashion(model_path: Path, key: str, title: str, *, n_search: int, n_calib: int,
-             n_test: int) -> ModelData:
-    """A Fashion-MNIST model on the training scripts' splits: search on val[:n_search],
-    calibrate on val[-n_calib:], report on test[:n_test]."""
-    if n_search + n_calib > FASHION_VALIDATION:
-        raise ValueError(f"search ({n_search}) + calibration ({n_calib}) images exceed the "
-                         f"{FASHION_VALIDATION}-image validation split")
+             n_test: int, search_offset: int = 0) -> ModelData:
+    """A Fashion-MNIST model on the training scripts' splits: search on
+    val[search_offset:search_offset + n_search], calibrate on val[-n_calib:], report on
+    test[:n_test]."""
+    if search_offset + n_search + n_calib > FASHION_VALIDATION:
+        raise ValueError(f"search ({search_offset} + {n_search}) + calibration ({n_calib}) "
+                         f"images exceed the {FASHION_VALIDATION}-image validation split")
     data_dir = assets.ensure_fashion_mnist()
     from train_fashion_resnet import NUM_TRAIN, load_split
 
@@ -67,12 +68,14 @@ def _fashion(model_path: Path, key: str, title: str, *, n_search: int, n_calib: 
     name = _input_name(model)
     val_x, val_y = x_train[NUM_TRAIN:], y_train[NUM_TRAIN:]
     end = len(val_x)
-    search = Dataset({name: val_x[:n_search]}, val_y[:n_search], "fashion val search")
+    chosen = slice(search_offset, search_offset + n_search)
+    search = Dataset({name: val_x[chosen]}, val_y[chosen], "fashion val search")
     calib = Dataset({name: val_x[end - n_calib:]}, val_y[end - n_calib:], "fashion val calib")
     test = Dataset({name: x_test[:n_test]}, y_test[:n_test], "fashion test")
     first, last = NUM_TRAIN, NUM_TRAIN + end
     splits = {
-        "search": f"train[{first}:{first + n_search}] ({n_search} images, labels)",
+        "search": f"train[{first + search_offset}:{first + search_offset + n_search}] "
+                  f"({n_search} images, labels)",
         "calibration": f"train[{last - n_calib}:{last}] ({n_calib} images)",
         "held-out": f"test[:{n_test}] ({n_test} images, labels)",
     }
@@ -80,17 +83,22 @@ def _fashion(model_path: Path, key: str, title: str, *, n_search: int, n_calib: 
                      splits)
 
 
-def fashion_resnet(*, n_search: int, n_calib: int, n_test: int) -> ModelData:
-    """Search on val[:n_search], calibrate on val[-n_calib:], report on test[:n_test]."""
+def fashion_resnet(*, n_search: int, n_calib: int, n_test: int,
+                   search_offset: int = 0) -> ModelData:
+    """Search on val[search_offset:][:n_search], calibrate on val[-n_calib:], report on
+    test[:n_test]."""
     return _fashion(example_model_path(), "fashion_resnet", "Fashion-MNIST ResNet (bundled)",
-                    n_search=n_search, n_calib=n_calib, n_test=n_test)
+                    n_search=n_search, n_calib=n_calib, n_test=n_test,
+                    search_offset=search_offset)
 
 
-def fashion_dsnet(*, n_search: int, n_calib: int, n_test: int) -> ModelData:
+def fashion_dsnet(*, n_search: int, n_calib: int, n_test: int,
+                  search_offset: int = 0) -> ModelData:
     """The depthwise-separable net (``benchmarks/models/fashion_dsnet.onnx``, made by
     ``examples/train_fashion_dsnet.py``) on the same splits as ``fashion_resnet``."""
     return _fashion(FASHION_DSNET_PATH, "fashion_dsnet", "Fashion-MNIST depthwise-separable net",
-                    n_search=n_search, n_calib=n_calib, n_test=n_test)
+                    n_search=n_search, n_calib=n_calib, n_test=n_test,
+                    search_offset=search_offset)
 
 
 def mobilenet_v2(*, n_search: int, n_heldout: int, n_calib: int) -> ModelData:

@@ -3,7 +3,7 @@
 The paper's game leaves absent units at FP32, so most coalitions it evaluates cost 3-30x the
 budget and the contributions describe networks unlike the one that must fit. Here the game is
 played in a window around a centre policy that fits (first the best measured of the uniform
-policies and of the knapsack's most-bits policies, :func:`most_bits_policies`):
+policies and of the knapsack's most-bits policies, :mod:`smpq_onnx.strategy.start`):
 
 - per unit and side, the widths one step below, at and one step above the centre's; absent
   players mean the step below (the window's floor), present ones the most bits present, so
@@ -68,6 +68,7 @@ from smpq_onnx.strategy.smpq import (
     uniform_candidates,
     unit_moved,
 )
+from smpq_onnx.strategy.start import sensitivity_cost, starting_center
 from smpq_onnx.strategy.surrogate import fit_additive, surrogate_proposals
 
 MAX_MOVES = 4
@@ -86,8 +87,9 @@ LOCKED_OUT = 1e3
 """Utility that keeps the polish's knapsack off options outside the one-step window."""
 POLISH_SHARE_LIMIT = 3
 """The polish runs when it costs at most 1/3 of the evaluations."""
-START_KNAPSACK = 2
-"""Most-bits knapsack policies measured beside the uniform ones for the first centre."""
+SENSITIVITY_SHARE_LIMIT = 3
+"""With ``sensitivity_start``, the side sensitivities are measured when they cost at most 1/3
+of the evaluations."""
 _BAND_GRID = 21
 _BAND_DRAWS = 4
 
@@ -191,19 +193,6 @@ def option_utilities(local: QuantizationGame, phi: np.ndarray) -> list[np.ndarra
             for unit, table in zip(local.units, local.unit_utilities(phi), strict=True)]
 
 
-def most_bits_policies(game: QuantizationGame, costs: CostModel, budget: Budget,
-                       count: int = START_KNAPSACK) -> list[Policy]:
-    """The ``count`` policies with the most bits (sum over units of log2 w·a, every unit alike)
-    that the knapsack fits under every budget: cheap layers (depthwise, stem, classifier) get
-    many bits, costly ones few, with no evaluation spent."""
-    utilities = [np.log2([o.w_bits * o.a_bits for o in unit.options]) for unit in game.units]
-    try:
-        return [policy_of(game, choice) for choice in
-                best_k(knapsack_problem(game, costs, budget, utilities), count)]
-    except Infeasible as e:
-        raise infeasible_error(game, costs, budget) from e
-
-
 def joint_cells(game: QuantizationGame, incumbent: Policy,
                 units: Sequence[int] | None = None) -> dict[tuple[int, Option], Policy]:
     """Per unit (of ``units``, default all), ``incumbent`` with that unit alone at each other
@@ -271,38 +260,29 @@ def joint_polish(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     return incumbent
 
 
-def starting_center(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
-                    budget: Budget, uniforms: list[Policy], *, most_bits: bool = True
-                    ) -> list[Option]:
-    """The best measured of ``uniforms`` (the uniform policies that fit) and, with
-    ``most_bits``, of :func:`most_bits_policies` (a uniform policy collapses where one layer
-    type is far more sensitive than the others: 59 % top-1 against 87 % on the depthwise
-    Fashion net at uniform W3A4's BOPs)."""
-    starts = list(uniforms)
-    if most_bits or not starts:
-        starts += [p for p in most_bits_policies(game, costs, budget) if p not in starts]
-    scores = evaluator.scores(starts)
-    best = starts[int(np.argmax(scores))]
-    return [best[unit.layers[0]] for unit in game.units]
-
-
 def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
                  budget: Budget, settings: SearchSettings, *, max_evals: int,
                  samples: int | None = None, windows: int | None = None,
                  radius: int = 1, most_bits_start: bool = True,
-                 polish: bool = True, progress: Progress | None = None) -> SearchResult:
+                 sensitivity_start: bool = False, polish: bool = True,
+                 progress: Progress | None = None) -> SearchResult:
     """``samples`` Owen samples in each of ``windows`` windows (default: sized to
     ``max_evals``, at most :data:`MAX_MOVES` windows of at least 2 samples), each spanning
     ``radius`` steps either side of its centre per side (wider windows were mixed on the
-    depthwise Fashion net: README, "Budget-local game: measured")."""
+    depthwise Fashion net: README, "Budget-local game: measured"). ``sensitivity_start``
+    adds the side-sensitivity knapsack to the first centre's candidates where it costs at
+    most 1/:data:`SENSITIVITY_SHARE_LIMIT` of ``max_evals`` (off by default: README,
+    "A start from side sensitivities")."""
     start = time.perf_counter()
     before = evaluator.n_evaluations
     known_before = set(evaluator.history)
     if not budget.fits(costs.cost(cheapest_policy(game))):
         raise infeasible_error(game, costs, budget)
     uniforms = uniform_candidates(game, costs, budget)
+    sensitivity = (sensitivity_start
+                   and SENSITIVITY_SHARE_LIMIT * sensitivity_cost(game) <= max_evals)
     center = starting_center(game, evaluator, costs, budget, uniforms,
-                             most_bits=most_bits_start)
+                             most_bits=most_bits_start, sensitivity=sensitivity)
     first = game.window(*window_around(game, center, radius))
     per_window = 2 * expected_sample_cost(first, settings.estimator)  # 2 Owen samples
     reserve = min(settings.surrogate, max(max_evals - (evaluator.n_evaluations - before), 0))

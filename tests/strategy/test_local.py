@@ -150,8 +150,8 @@ def test_the_most_bits_start_fits_and_no_unit_can_gain_a_bit_within_the_budget(
     import numpy as np
 
     from smpq_onnx.hardware.budget import Budget
-    from smpq_onnx.strategy.local import most_bits_policies
     from smpq_onnx.strategy.smpq import uniform_candidates
+    from smpq_onnx.strategy.start import most_bits_policies
 
     game, costs = _chain_game()
     budget = Budget(bops=int(ratio * W8A8_BOPS))

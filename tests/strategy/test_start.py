@@ -1,0 +1,123 @@
+"""The first centre's candidates: on a score that adds up over unit sides, the knapsack on
+side sensitivities finds the exact best policy under the budget, with one evaluation per
+side width (and one for the top); pinned units are not measured."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from conftest import conv_chain
+
+from smpq_onnx.hardware.budget import Budget
+from smpq_onnx.hardware.cost import CostModel
+from smpq_onnx.hardware.profile import load_profile
+from smpq_onnx.model.importer import import_model
+from smpq_onnx.quant.options import Option
+from smpq_onnx.quant.policy import Policy
+from smpq_onnx.strategy.game import QuantizationGame
+from smpq_onnx.strategy.smpq import policy_of
+from smpq_onnx.strategy.space import SearchSpace
+from smpq_onnx.strategy.start import (
+    sensitivity_cost,
+    sensitivity_trials,
+    side_sensitivity_policies,
+    starting_center,
+)
+
+WEIGHT_LOSS = (3.0, 0.4, 1.1)
+ACTIVATION_LOSS = (0.5, 2.0, 0.7)
+
+
+@dataclass
+class Scored:
+    score: float
+
+
+class SideAdditiveEvaluator:
+    """Score = minus, per unit and side, a weight times 2^-bits: units and sides add up."""
+
+    def __init__(self, game: QuantizationGame) -> None:
+        self.game, self.asked = game, 0
+
+    def value(self, policy: Policy) -> float:
+        options = [policy[u.layers[0]] for u in self.game.units]
+        return -sum(wl * 2.0 ** -o.w_bits + al * 2.0 ** -o.a_bits
+                    for wl, al, o in zip(WEIGHT_LOSS, ACTIVATION_LOSS, options, strict=True))
+
+    def scores(self, policies: list[Policy]) -> list[float]:
+        self.asked += len(policies)
+        return [self.value(p) for p in policies]
+
+    def evaluate(self, policy: Policy) -> Scored:
+        return Scored(self.value(policy))
+
+
+@pytest.fixture(scope="module")
+def chain() -> tuple[QuantizationGame, CostModel]:
+    model, profile = import_model(conv_chain()), load_profile("flexible")
+    return QuantizationGame(SearchSpace.build(model, profile)), CostModel(model, profile)
+
+
+def brute_force_best(game: QuantizationGame, costs: CostModel, budget: Budget,
+                     evaluator: SideAdditiveEvaluator) -> float:
+    """The best value of every policy under the budget (BOPs add up over units)."""
+    bops = [[sum(costs.layer_bops(name, o) for name in u.layers) for o in u.options]
+            for u in game.units]
+    assert budget.bops is not None
+    best = -np.inf
+    for choice in itertools.product(*(range(len(u.options)) for u in game.units)):
+        if sum(b[i] for b, i in zip(bops, choice, strict=True)) <= budget.bops:
+            best = max(best, evaluator.value(policy_of(game, list(choice))))
+    return best
+
+
+@pytest.mark.parametrize("ratio", [0.12, 0.25, 0.5])
+def test_the_sensitivity_knapsack_finds_the_best_policy_of_a_side_additive_score(
+        chain: tuple[QuantizationGame, CostModel], ratio: float) -> None:
+    game, costs = chain
+    top = costs.cost(policy_of(game, [u.options.index(Option(8, 8)) for u in game.units]))
+    budget = Budget(bops=int(ratio * top.bops))
+    evaluator = SideAdditiveEvaluator(game)
+    best, second = side_sensitivity_policies(game, evaluator, costs, budget)  # type: ignore[arg-type]
+    assert evaluator.asked == sensitivity_cost(game) == 3 * (6 + 6) + 1
+    assert budget.fits(costs.cost(best)) and budget.fits(costs.cost(second))
+    assert evaluator.value(best) == pytest.approx(brute_force_best(game, costs, budget,
+                                                                   evaluator))
+    assert evaluator.value(second) <= evaluator.value(best) and second != best
+
+
+def test_each_trial_lowers_one_side_of_one_unit_from_the_top_and_pins_stay(
+        chain: tuple[QuantizationGame, CostModel]) -> None:
+    game, _ = chain
+    for (k, side, width), policy in sensitivity_trials(game).items():
+        moved = {j: policy[u.layers[0]] for j, u in enumerate(game.units)
+                 if policy[u.layers[0]] != Option(8, 8)}
+        expected = Option(width, 8) if side == "w" else Option(8, width)
+        assert moved == {k: expected}
+    model, profile = import_model(conv_chain()), load_profile("flexible")
+    first = game.units[0].layers[0]
+    pinned = QuantizationGame(SearchSpace.build(model, profile), pins={first: Option(4, 8)})
+    trials = sensitivity_trials(pinned)
+    assert {k for k, _, _ in trials} == {1, 2}
+    assert all(p[first] == Option(4, 8) for p in trials.values())
+
+
+def test_the_start_takes_the_best_measured_candidate(
+        chain: tuple[QuantizationGame, CostModel]) -> None:
+    game, costs = chain
+    budget = Budget(bops=int(0.25 * costs.cost(policy_of(
+        game, [u.options.index(Option(8, 8)) for u in game.units])).bops))
+    evaluator = SideAdditiveEvaluator(game)
+    plain = starting_center(game, evaluator, costs, budget, [])  # type: ignore[arg-type]
+    measured = starting_center(game, evaluator, costs, budget, [],  # type: ignore[arg-type]
+                               sensitivity=True)
+
+    def value(options: list[Option]) -> float:
+        return evaluator.value(policy_of(game, [u.options.index(o) for u, o in
+                                                zip(game.units, options, strict=True)]))
+
+    assert value(measured) >= value(plain)
+    assert value(measured) == pytest.approx(brute_force_best(game, costs, budget, evaluator))
