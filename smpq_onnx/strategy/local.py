@@ -271,8 +271,8 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     ``radius`` steps either side of its centre per side (wider windows were mixed on the
     depthwise Fashion net: README, "Budget-local game: measured"). ``sensitivity_start``
     adds the side-sensitivity knapsack to the first centre's candidates where it costs at
-    most 1/:data:`SENSITIVITY_SHARE_LIMIT` of ``max_evals`` (off by default: README,
-    "A start from side sensitivities")."""
+    most 1/:data:`SENSITIVITY_SHARE_LIMIT` of ``max_evals`` (off by default: neutral on
+    held-out top-1; README, "How much a verdict owes to the search split")."""
     start = time.perf_counter()
     before = evaluator.n_evaluations
     known_before = set(evaluator.history)
