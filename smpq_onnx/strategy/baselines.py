@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -84,13 +84,16 @@ def _background(game: QuantizationGame) -> list[Option]:
             for unit in game.units]
 
 
-def context_utilities(game: QuantizationGame, evaluator: Evaluator) -> list[np.ndarray]:
-    """Per unit, the metric change of each option varied alone around the background.
+def context_utilities(game: QuantizationGame, evaluator: Evaluator,
+                      background: Sequence[Option] | None = None) -> list[np.ndarray]:
+    """Per unit, the metric change of each option varied alone around ``background`` (default:
+    every unit nearest W4A4).
 
     Split-side games vary the weight and the activation bits separately (the option's utility
     is the sum of both changes); joint games vary the whole option. Independent of budgets.
+    Costs one evaluation per distinct varied policy and one for the background.
     """
-    background = _background(game)
+    background = list(_background(game) if background is None else background)
 
     def varied(k: int, option: Option) -> Policy:
         return unit_moved(game, background, k, option)
@@ -133,7 +136,7 @@ def amp_sensitivities(game: QuantizationGame, evaluator: Evaluator, *,
     ``candidates`` restricts the options tried (AIMET's candidate list); None tries every
     legal option. Independent of budgets.
     """
-    top = _top(game)
+    top = top_options(game)
     lowered: dict[tuple[int, Option], Policy] = {}
     for k, unit in enumerate(game.units):
         for option in unit.options:
@@ -152,7 +155,7 @@ def amp_select(game: QuantizationGame, evaluator: Evaluator, costs: CostModel, b
     """Greedy Pareto curve over the options in ``drop``; the first point meeting the budget."""
     bops = [{o: sum(costs.layer_bops(name, o) for name in unit.layers) for o in unit.options}
             for unit in game.units]
-    current = _top(game)
+    current = top_options(game)
     curve = [list(current)]
     while True:
         best = None
@@ -188,7 +191,7 @@ def amp_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     return _result(policy, score, game, evaluator, costs, [(policy, score)], phases)
 
 
-def _top(game: QuantizationGame) -> list[Option]:
+def top_options(game: QuantizationGame) -> list[Option]:
     """Per unit, its most precise option (most w_bits * a_bits, then more activation bits)."""
     return [max(unit.options, key=lambda o: (o.w_bits * o.a_bits, o.a_bits))
             for unit in game.units]

@@ -20,20 +20,13 @@ from smpq_onnx.hardware.budget import Budget
 from smpq_onnx.hardware.cost import CostModel
 from smpq_onnx.quant.options import Option
 from smpq_onnx.quant.policy import Policy
+from smpq_onnx.strategy.baselines import context_utilities, top_options
 from smpq_onnx.strategy.game import QuantizationGame, Unit
 from smpq_onnx.strategy.selection import Infeasible, best_k
-from smpq_onnx.strategy.smpq import (
-    infeasible_error,
-    knapsack_problem,
-    policy_of,
-    policy_with,
-    unit_moved,
-)
+from smpq_onnx.strategy.smpq import infeasible_error, knapsack_problem, policy_of
 
 START_KNAPSACK = 2
 """Knapsack policies of each kind measured beside the uniform ones for the first centre."""
-UNMEASURED = -1e3
-"""Knapsack utility of an option no sensitivity measured (kept out of the start)."""
 
 
 def most_bits_policies(game: QuantizationGame, costs: CostModel, budget: Budget,
@@ -49,62 +42,23 @@ def most_bits_policies(game: QuantizationGame, costs: CostModel, budget: Budget,
         raise infeasible_error(game, costs, budget) from e
 
 
-def _top(unit: Unit) -> Option:
-    return max(unit.options, key=lambda o: (o.w_bits * o.a_bits, o.a_bits, o.w_bits))
-
-
-def sensitivity_trials(game: QuantizationGame) -> dict[tuple[int, str, int], Policy]:
-    """Every unit at its most bits, then per unit side each other width alone, keyed
-    (unit, side, width); a game of joint options moves each option alone (side "wa", width
-    the option's index). Pinned units keep their pin."""
-    top = [_top(unit) for unit in game.units]
-    trials: dict[tuple[int, str, int], Policy] = {}
-    for k, unit in enumerate(game.units):
-        if unit.pinned:
-            continue
-        high = top[k]
-        if not game.split_sides:
-            trials.update({(k, "wa", i): unit_moved(game, top, k, o)
-                           for i, o in enumerate(unit.options) if o != high})
-            continue
-        for w in sorted({o.w_bits for o in unit.options} - {high.w_bits}):
-            if Option(w, high.a_bits) in unit.options:
-                trials[(k, "w", w)] = unit_moved(game, top, k, Option(w, high.a_bits))
-        for a in sorted({o.a_bits for o in unit.options} - {high.a_bits}):
-            if Option(high.w_bits, a) in unit.options:
-                trials[(k, "a", a)] = unit_moved(game, top, k, Option(high.w_bits, a))
-    return trials
-
-
 def sensitivity_cost(game: QuantizationGame) -> int:
-    """Evaluations :func:`side_sensitivity_policies` spends: the top and each trial."""
-    return len(sensitivity_trials(game)) + 1
+    """Evaluations :func:`side_sensitivity_policies` spends: the top, and per free unit each
+    other width of each side alone (split sides) or each other option (joint options)."""
+    def varied(unit: Unit) -> int:
+        if game.split_sides:
+            return len({o.w_bits for o in unit.options}) + len({o.a_bits for o in unit.options}) - 2
+        return len(unit.options) - 1
+
+    return 1 + sum(varied(unit) for unit in game.units if not unit.pinned)
 
 
 def side_sensitivity_policies(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
                               budget: Budget, count: int = START_KNAPSACK) -> list[Policy]:
-    """The knapsack's ``count`` best policies under every budget for the measured single-side
-    changes added up per option (an option with a side nobody measured is left out)."""
-    top = [_top(unit) for unit in game.units]
-    trials = sensitivity_trials(game)
-    base, *scores = evaluator.scores([policy_with(game, top), *trials.values()])
-    change = {key: score - base for key, score in zip(trials, scores, strict=True)}
-
-    def side(k: int, name: str, width: int, at_top: bool) -> float:
-        return 0.0 if at_top else change.get((k, name, width), UNMEASURED)
-
-    utilities = []
-    for k, unit in enumerate(game.units):
-        high = top[k]
-        if unit.pinned:
-            utilities.append(np.zeros(len(unit.options)))
-        elif game.split_sides:
-            utilities.append(np.array([
-                side(k, "w", o.w_bits, o.w_bits == high.w_bits)
-                + side(k, "a", o.a_bits, o.a_bits == high.a_bits) for o in unit.options]))
-        else:
-            utilities.append(np.array([side(k, "wa", i, o == high)
-                                       for i, o in enumerate(unit.options)]))
+    """The knapsack's ``count`` best policies under every budget for the context utilities
+    around every unit's most precise option (each side lowered alone, the changes added up
+    per option: :func:`~smpq_onnx.strategy.baselines.context_utilities`)."""
+    utilities = context_utilities(game, evaluator, top_options(game))
     try:
         return [policy_of(game, c)
                 for c in best_k(knapsack_problem(game, costs, budget, utilities), count)]

@@ -20,12 +20,7 @@ from smpq_onnx.quant.policy import Policy
 from smpq_onnx.strategy.game import QuantizationGame
 from smpq_onnx.strategy.smpq import policy_of
 from smpq_onnx.strategy.space import SearchSpace
-from smpq_onnx.strategy.start import (
-    sensitivity_cost,
-    sensitivity_trials,
-    side_sensitivity_policies,
-    starting_center,
-)
+from smpq_onnx.strategy.start import sensitivity_cost, side_sensitivity_policies, starting_center
 
 WEIGHT_LOSS = (3.0, 0.4, 1.1)
 ACTIVATION_LOSS = (0.5, 2.0, 0.7)
@@ -37,10 +32,15 @@ class Scored:
 
 
 class SideAdditiveEvaluator:
-    """Score = minus, per unit and side, a weight times 2^-bits: units and sides add up."""
+    """Score = minus, per unit and side, a weight times 2^-bits: units and sides add up.
+    Memoized like the real evaluator: ``asked`` counts distinct policies."""
 
     def __init__(self, game: QuantizationGame) -> None:
-        self.game, self.asked = game, 0
+        self.game, self.seen = game, set[Policy]()
+
+    @property
+    def asked(self) -> int:
+        return len(self.seen)
 
     def value(self, policy: Policy) -> float:
         options = [policy[u.layers[0]] for u in self.game.units]
@@ -48,7 +48,7 @@ class SideAdditiveEvaluator:
                     for wl, al, o in zip(WEIGHT_LOSS, ACTIVATION_LOSS, options, strict=True))
 
     def scores(self, policies: list[Policy]) -> list[float]:
-        self.asked += len(policies)
+        self.seen.update(policies)
         return [self.value(p) for p in policies]
 
     def evaluate(self, policy: Policy) -> Scored:
@@ -91,18 +91,23 @@ def test_the_sensitivity_knapsack_finds_the_best_policy_of_a_side_additive_score
 
 def test_each_trial_lowers_one_side_of_one_unit_from_the_top_and_pins_stay(
         chain: tuple[QuantizationGame, CostModel]) -> None:
-    game, _ = chain
-    for (k, side, width), policy in sensitivity_trials(game).items():
-        moved = {j: policy[u.layers[0]] for j, u in enumerate(game.units)
-                 if policy[u.layers[0]] != Option(8, 8)}
-        expected = Option(width, 8) if side == "w" else Option(8, width)
-        assert moved == {k: expected}
+    game, costs = chain
+    budget = Budget(bops=costs.cost(policy_of(game, [0] * len(game.units))).bops * 4)
+    evaluator = SideAdditiveEvaluator(game)
+    side_sensitivity_policies(game, evaluator, costs, budget)  # type: ignore[arg-type]
+    trials = [p for p in evaluator.seen
+              if any(p[u.layers[0]] != Option(8, 8) for u in game.units)]
+    assert len(trials) == len(evaluator.seen) - 1 == 3 * (6 + 6)
+    for policy in trials:
+        moved = [policy[u.layers[0]] for u in game.units if policy[u.layers[0]] != Option(8, 8)]
+        assert len(moved) == 1 and 8 in (moved[0].w_bits, moved[0].a_bits)
     model, profile = import_model(conv_chain()), load_profile("flexible")
     first = game.units[0].layers[0]
     pinned = QuantizationGame(SearchSpace.build(model, profile), pins={first: Option(4, 8)})
-    trials = sensitivity_trials(pinned)
-    assert {k for k, _, _ in trials} == {1, 2}
-    assert all(p[first] == Option(4, 8) for p in trials.values())
+    recorder = SideAdditiveEvaluator(pinned)
+    side_sensitivity_policies(pinned, recorder, costs, budget)  # type: ignore[arg-type]
+    assert recorder.asked == sensitivity_cost(pinned) == 1 + 2 * (6 + 6)
+    assert all(p[first] == Option(4, 8) for p in recorder.seen)
 
 
 def test_the_start_takes_the_best_measured_candidate(
