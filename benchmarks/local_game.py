@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness.core import Arena, data_histograms, make_arena
+from harness.core import Arena, data_histograms, heldout_scores, make_arena
 from harness.data import fashion_dsnet, fashion_resnet, mobilenet_v2
 
 from smpq_onnx.api.searching import default_anchor, default_estimator
@@ -44,7 +44,7 @@ from smpq_onnx.engine.metrics import BUILTIN_METRICS
 from smpq_onnx.hardware.budget import Budget
 from smpq_onnx.model.runtime import RuntimeConfig
 from smpq_onnx.quant.options import Option
-from smpq_onnx.strategy import local
+from smpq_onnx.strategy import local, start
 from smpq_onnx.strategy.baselines import amp_search, random_search
 from smpq_onnx.strategy.evolution import evolution_search
 from smpq_onnx.strategy.local import local_search
@@ -58,7 +58,7 @@ BUDGETS = {"w4a8": Option(4, 8), "w3a8": Option(3, 8), "w4a4": Option(4, 4),
 def run(name: str, arena: Arena, budget: Budget, seed: int, count: int,
         local_settings: SearchSettings, radius: int, most_bits_start: bool,
         windows: int | None = None, refine_share: float = 0.3,
-        sensitivity_start: bool = False) -> SearchResult:
+        sensitivity: str = "off") -> SearchResult:
     game, costs, evaluator = arena.game, arena.costs, arena.search
     if name == "amp":
         return amp_search(game, evaluator, costs, budget)
@@ -70,14 +70,16 @@ def run(name: str, arena: Arena, budget: Budget, seed: int, count: int,
         before = evaluator.n_evaluations
         searched = run("local", arena, budget, seed, round(count * (1 - refine_share)),
                        local_settings, radius, most_bits_start, windows,
-                       sensitivity_start=sensitivity_start)
+                       sensitivity=sensitivity)
         left = count - (evaluator.n_evaluations - before)
         return refined(searched, evaluator, costs, budget, evaluations=max(left, 0), seed=seed)
     if name in ("local", "local-nopolish"):
         return local_search(game, evaluator, costs, budget,
                             dataclasses.replace(local_settings, seed=seed), max_evals=count,
                             radius=radius, most_bits_start=most_bits_start, windows=windows,
-                            sensitivity_start=sensitivity_start, polish=name == "local")
+                            sensitivity_start=sensitivity == "start",
+                            sensitivity_candidates=sensitivity == "candidates",
+                            polish=name == "local")
     settings = sized_settings(game, SearchSettings(seed=seed), max_evals=count)
     return shapley_search(game, evaluator, costs, budget, settings)
 
@@ -107,6 +109,12 @@ def main() -> None:
                         help="the local search's window radius (steps either side)")
     parser.add_argument("--uniform-start", action="store_true",
                         help="the local search's first centre from the uniform policies only")
+    parser.add_argument("--joint-rounds", type=int, default=None,
+                        help="--sensitivity-start: rounds of joint cells (0: the side sums "
+                             "alone; default start.JOINT_ROUNDS)")
+    parser.add_argument("--sensitivity-candidates", action="store_true",
+                        help="the sensitivity knapsack's policies measured as final candidates "
+                             "only (the first centre as without them)")
     parser.add_argument("--sensitivity-start", action="store_true",
                         help="the local search's first centre also from the knapsack on side "
                         "sensitivities (local.SENSITIVITY_SHARE_LIMIT)")
@@ -131,8 +139,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "local_game.json")
     args = parser.parse_args()
+    if args.sensitivity_start and args.sensitivity_candidates:
+        parser.error("--sensitivity-start and --sensitivity-candidates: choose one")
+    sensitivity = ("start" if args.sensitivity_start else
+                   "candidates" if args.sensitivity_candidates else "off")
     if args.measured_candidates is not None:
         local.MEASURED_CANDIDATES = args.measured_candidates
+    if args.joint_rounds is not None:
+        start.JOINT_ROUNDS = args.joint_rounds
     runtime = RuntimeConfig()
     fashion = {"fashion_resnet": fashion_resnet, "fashion_dsnet": fashion_dsnet}
     data = (fashion[args.model](n_search=1000, n_calib=256, n_test=10000,
@@ -153,17 +167,20 @@ def main() -> None:
 
     def record(name: str, key: str, seed: int | None, count: int) -> int:
         evaluator.forget()  # every method starts cold: the count is its own
-        before, start = evaluator.n_evaluations, time.perf_counter()
+        before, began = evaluator.n_evaluations, time.perf_counter()
         result = run(name, arena, budget, seed or 0, count, local_settings, args.radius,
                      not args.uniform_start, args.windows, args.refine_share,
-                     args.sensitivity_start)
+                     sensitivity)
         spent = evaluator.n_evaluations - before
+        scored = heldout_scores(arena.heldout, result.policy)
         row = {"method": name, "budget": key, "seed": seed, "search": result.score,
                "bops": result.costs.bops, "budget_bops": budget.bops, "evaluations": spent,
-               "heldout": arena.heldout.evaluate_deployed(result.policy).score,
-               "details": result.details, "wall_s": round(time.perf_counter() - start, 1)}
+               "heldout": scored.metric, "heldout_utility": scored.utility,
+               "details": result.details, "wall_s": round(time.perf_counter() - began, 1),
+               "policy": {layer: str(o) for layer, o in result.policy.items()}}
         rows.append(row)
-        print(f"{key} seed {seed} {name:8s} held-out {row['heldout']:.4f} search "
+        print(f"{key} seed {seed} {name:8s} held-out {row['heldout']:.4f} "
+              f"(KL {row['heldout_utility']:.5f}) search "
               f"{row['search']:.4f} ({spent} evaluations, {row['wall_s']} s) {row['details']}",
               flush=True)
         return spent
@@ -193,6 +210,8 @@ def main() -> None:
                                     "search_metric": evaluator.metric.name,
                                     "local_settings": dataclasses.asdict(local_settings),
                                     "sensitivity_start": args.sensitivity_start,
+                                    "sensitivity_candidates": args.sensitivity_candidates,
+                                    "joint_rounds": start.JOINT_ROUNDS,
                                     "windows": args.windows,
                                     "rows": rows,
                                     "measured_candidates": local.MEASURED_CANDIDATES,

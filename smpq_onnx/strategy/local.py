@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
-from typing import TypeVar
 
 import numpy as np
 
@@ -49,7 +48,7 @@ from smpq_onnx.hardware.cost import CostModel
 from smpq_onnx.quant.options import Option
 from smpq_onnx.quant.policy import Policy
 from smpq_onnx.strategy.control_variate import SeparableControlVariate
-from smpq_onnx.strategy.game import QuantizationGame, Unit
+from smpq_onnx.strategy.game import QuantizationGame
 from smpq_onnx.strategy.interactions import interaction_proposals, pair_cost
 from smpq_onnx.strategy.selection import Infeasible, best_k
 from smpq_onnx.strategy.shapley import QBand
@@ -68,8 +67,9 @@ from smpq_onnx.strategy.smpq import (
     uniform_candidates,
     unit_moved,
 )
-from smpq_onnx.strategy.start import sensitivity_cost, starting_center
+from smpq_onnx.strategy.start import sensitivity_cost, sensitivity_policies, starting_center
 from smpq_onnx.strategy.surrogate import fit_additive, surrogate_proposals
+from smpq_onnx.strategy.window import unit_window, window_around
 
 MAX_MOVES = 4
 """Most trust-region steps (windows) of one search."""
@@ -90,6 +90,8 @@ POLISH_SHARE_LIMIT = 3
 SENSITIVITY_SHARE_LIMIT = 3
 """With ``sensitivity_start``, the side sensitivities are measured when they cost at most 1/3
 of the evaluations."""
+START_SHARE_LIMIT = 2
+"""The sensitivity start's joint rounds stop before it has spent 1/2 of the evaluations."""
 _BAND_GRID = 21
 _BAND_DRAWS = 4
 
@@ -121,40 +123,6 @@ def budget_band(game: QuantizationGame, costs: CostModel, budget: Budget, *, see
         center = float(grid[above - 1] + (grid[above] - grid[above - 1])
                        * (1.0 - low) / max(high - low, 1e-12))
     return (max(0.0, center - half_width), min(1.0, center + half_width))
-
-
-def window_around(game: QuantizationGame, center: Sequence[Option], radius: int = 1
-                  ) -> tuple[list[Option], list[list[Option]]]:
-    """Per unit, the floor (``radius`` steps below ``center`` per side) and the window's
-    options (up to ``radius`` steps either side)."""
-    floors, windows = [], []
-    for unit, middle in zip(game.units, center, strict=True):
-        floor, legal = unit_window(game, unit, middle, radius)
-        floors.append(floor)
-        windows.append(legal)
-    return floors, windows
-
-
-def unit_window(game: QuantizationGame, unit: Unit, middle: Option, radius: int = 1
-                ) -> tuple[Option, list[Option]]:
-    """One unit's floor and window options around ``middle`` (:func:`window_around`)."""
-    if unit.pinned:
-        return middle, [middle]
-    if game.split_sides:
-        w = _steps(sorted({o.w_bits for o in unit.options}), middle.w_bits, radius)
-        a = _steps(sorted({o.a_bits for o in unit.options}), middle.a_bits, radius)
-        return Option(w[0], a[0]), [o for o in unit.options if o.w_bits in w and o.a_bits in a]
-    ranked = sorted(unit.options, key=lambda o: (o.w_bits * o.a_bits, o.a_bits, o.w_bits))
-    legal = _steps(ranked, middle, radius)
-    return legal[0], legal
-
-
-Step = TypeVar("Step")
-
-
-def _steps(ordered: list[Step], middle: Step, radius: int) -> list[Step]:
-    i = ordered.index(middle)
-    return ordered[max(i - radius, 0):i + radius + 1]
 
 
 def window_settings(local: QuantizationGame, costs: CostModel, budget: Budget,
@@ -264,25 +232,35 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
                  budget: Budget, settings: SearchSettings, *, max_evals: int,
                  samples: int | None = None, windows: int | None = None,
                  radius: int = 1, most_bits_start: bool = True,
-                 sensitivity_start: bool = False, polish: bool = True,
+                 sensitivity_start: bool = False, sensitivity_candidates: bool = False,
+                 polish: bool = True,
                  progress: Progress | None = None) -> SearchResult:
     """``samples`` Owen samples in each of ``windows`` windows (default: sized to
     ``max_evals``, at most :data:`MAX_MOVES` windows of at least 2 samples), each spanning
     ``radius`` steps either side of its centre per side (wider windows were mixed on the
     depthwise Fashion net: README, "Budget-local game: measured"). ``sensitivity_start``
-    adds the side-sensitivity knapsack to the first centre's candidates where it costs at
-    most 1/:data:`SENSITIVITY_SHARE_LIMIT` of ``max_evals`` (off by default: neutral on
-    held-out top-1; README, "How much a verdict owes to the search split")."""
+    adds the sensitivity knapsack's policies (:func:`~smpq_onnx.strategy.start.
+    sensitivity_policies`, at most 1/:data:`START_SHARE_LIMIT` of ``max_evals``) to the
+    first centre's candidates where its side table costs at most
+    1/:data:`SENSITIVITY_SHARE_LIMIT` of them; ``sensitivity_candidates`` measures the same
+    policies but lets them compete only as final candidates, the windows starting where they
+    would without them. Both off by default (README, "Joint cells for the sensitivity
+    start")."""
     start = time.perf_counter()
     before = evaluator.n_evaluations
     known_before = set(evaluator.history)
     if not budget.fits(costs.cost(cheapest_policy(game))):
         raise infeasible_error(game, costs, budget)
     uniforms = uniform_candidates(game, costs, budget)
-    sensitivity = (sensitivity_start
-                   and SENSITIVITY_SHARE_LIMIT * sensitivity_cost(game) <= max_evals)
+    sensitivity = (max_evals // START_SHARE_LIMIT if (sensitivity_start or sensitivity_candidates)
+                   and SENSITIVITY_SHARE_LIMIT * sensitivity_cost(game) <= max_evals else 0)
     center = starting_center(game, evaluator, costs, budget, uniforms,
-                             most_bits=most_bits_start, sensitivity=sensitivity)
+                             most_bits=most_bits_start,
+                             sensitivity=sensitivity if sensitivity_start else 0)
+    if sensitivity and not sensitivity_start:  # measured: they compete as final candidates
+        evaluator.scores(sensitivity_policies(game, evaluator, costs, budget,
+                                              evaluations=sensitivity))
+    started = evaluator.n_evaluations - before
     first = game.window(*window_around(game, center, radius))
     per_window = 2 * expected_sample_cost(first, settings.estimator)  # 2 Owen samples
     reserve = min(settings.surrogate, max(max_evals - (evaluator.n_evaluations - before), 0))
@@ -369,7 +347,7 @@ def local_search(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
     scored = [(policy, evaluator.evaluate_deployed(policy).score) for policy in candidates]
     best_policy, best_score = max(scored, key=lambda item: (item[1], -costs.cost(item[0]).bops))
     details: dict[str, float | int | str] = {
-        "game": "local", "windows": len(spent_per_move),
+        "game": "local", "start_evaluations": started, "windows": len(spent_per_move),
         "evaluations_per_window": ",".join(map(str, spent_per_move)),
         "q_bands": ",".join(bands), "moves_accepted": accepted,
         "polish": polished, **fitted}

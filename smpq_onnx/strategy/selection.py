@@ -16,7 +16,11 @@ to list the next-best distinct choices.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ctypes
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -165,9 +169,10 @@ def _solve_once(problem: KnapsackProblem, exclude: Sequence[Sequence[int]]) -> l
         upper_bounds[n_x:n_x + n_y] = np.inf
         integrality[n_x:n_x + n_y] = 0
     integrality[n_x + n_y:] = 0  # exact products of binaries: no need to branch on them
-    result = milp(objective, constraints=LinearConstraint(np.array(rows), lower, upper),
-                  integrality=integrality, bounds=Bounds(lower_bounds, upper_bounds),
-                  options={"presolve": True})
+    with native_stdout_silenced():
+        result = milp(objective, constraints=LinearConstraint(np.array(rows), lower, upper),
+                      integrality=integrality, bounds=Bounds(lower_bounds, upper_bounds),
+                      options={"presolve": True})
     if result.status != 0 or result.x is None:
         raise Infeasible(result.message)
     x = result.x[:n_x]
@@ -185,3 +190,39 @@ def best_k(problem: KnapsackProblem, k: int) -> list[list[int]]:
                 raise
             break
     return found
+
+
+@contextmanager
+def native_stdout_silenced() -> Iterator[None]:
+    """File descriptor 1 on the null device for the block, C buffers flushed on both sides.
+
+    HiGHS's MIP solver prints ``HighsMipSolverData::transformNewIntegerFeasibleSolution``
+    from C++ whatever its output options (HiGHS.jl issues 312 and 318), into the middle of
+    the tool's own output. Where descriptor 1 cannot be duplicated (no such descriptor), the
+    block runs as it is."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        _flush_c_streams()
+        os.dup2(null, 1)
+        yield
+    finally:
+        _flush_c_streams()
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
+
+
+def _flush_c_streams() -> None:
+    """``fflush(NULL)``: C stdio buffers written out to the descriptor they belong to now."""
+    if _C_LIBRARY is not None:  # None: no C library to load (Windows)
+        with suppress(AttributeError, TypeError):
+            _C_LIBRARY.fflush(None)
+
+
+_C_LIBRARY = ctypes.CDLL(None) if os.name == "posix" else None

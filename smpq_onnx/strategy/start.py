@@ -2,9 +2,10 @@
 
 - the uniform policies that fit (the guard's candidates);
 - the knapsack's most-bits policies (:func:`most_bits_policies`, no evaluation spent);
-- optionally the knapsack on side sensitivities (:func:`side_sensitivity_policies`): AIMET
-  AMP's phase-1 measurement per unit side, each side lowered alone from a network at its most
-  bits, the changes added up per option.
+- the knapsack on sensitivities measured from the top (:func:`sensitivity_policies`): AIMET
+  AMP's phase-1 measurement, first per unit side (each side lowered alone from a network at
+  its most bits, the changes added up per option), then per joint option near the knapsack's
+  choices (a unit's weight and activation widths interact: the side sums miss it).
 
 The best measured of them is the first window's centre.
 """
@@ -23,10 +24,21 @@ from smpq_onnx.quant.policy import Policy
 from smpq_onnx.strategy.baselines import context_utilities, top_options
 from smpq_onnx.strategy.game import QuantizationGame, Unit
 from smpq_onnx.strategy.selection import Infeasible, best_k
-from smpq_onnx.strategy.smpq import infeasible_error, knapsack_problem, policy_of
+from smpq_onnx.strategy.smpq import (
+    infeasible_error,
+    knapsack_problem,
+    policy_of,
+    policy_with,
+    unit_moved,
+)
+from smpq_onnx.strategy.window import unit_window
 
 START_KNAPSACK = 2
 """Knapsack policies of each kind measured beside the uniform ones for the first centre."""
+JOINT_ROUNDS = 3
+"""Most rounds of joint cells measured around the sensitivity knapsack's choices (they stop
+earlier when its choices need no new cell: 89-100 cells in all at the depthwise Fashion net's
+W4A4, beside the side table's 133)."""
 
 
 def most_bits_policies(game: QuantizationGame, costs: CostModel, budget: Budget,
@@ -53,32 +65,63 @@ def sensitivity_cost(game: QuantizationGame) -> int:
     return 1 + sum(varied(unit) for unit in game.units if not unit.pinned)
 
 
-def side_sensitivity_policies(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
-                              budget: Budget, count: int = START_KNAPSACK) -> list[Policy]:
-    """The knapsack's ``count`` best policies under every budget for the context utilities
-    around every unit's most precise option (each side lowered alone, the changes added up
-    per option: :func:`~smpq_onnx.strategy.baselines.context_utilities`)."""
-    utilities = context_utilities(game, evaluator, top_options(game))
+def sensitivity_policies(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
+                         budget: Budget, *, evaluations: int,
+                         count: int = START_KNAPSACK) -> list[Policy]:
+    """The knapsack's ``count`` best policies under every budget for sensitivities measured
+    from the top (every unit at its most precise option), then refined where they decide.
+
+    First the context utilities around the top (each side lowered alone, the changes added
+    up per option: :func:`~smpq_onnx.strategy.baselines.context_utilities`); then, up to
+    :data:`JOINT_ROUNDS` times while a round's cells fit in ``evaluations`` (the table's
+    included), each unit alone at every joint option of its one-step window around the
+    knapsack's choices, whose measured change replaces the side sum, and the knapsack again.
+    Every round's choices are returned. Where the side sums are optimistic (a unit's two
+    widths lowered together lose more than apart) and the rounds end for want of new cells,
+    the last knapsack's best is the best policy: its options are measured, every other
+    policy's utility is at least its true one."""
+    top = top_options(game)
+    utilities = context_utilities(game, evaluator, top)
     try:
-        return [policy_of(game, c)
-                for c in best_k(knapsack_problem(game, costs, budget, utilities), count)]
+        choices = best_k(knapsack_problem(game, costs, budget, utilities), count)
     except Infeasible:
         return []
+    policies = [policy_of(game, c) for c in choices]
+    base = evaluator.evaluate(policy_with(game, top)).score
+    left = evaluations - sensitivity_cost(game)
+    joint: dict[tuple[int, Option], float] = {}
+    for _ in range(JOINT_ROUNDS):
+        cells = {(k, o): unit_moved(game, top, k, o)
+                 for k, unit in enumerate(game.units) if not unit.pinned
+                 for c in choices for o in unit_window(game, unit, unit.options[c[k]])[1]
+                 if o != top[k] and (k, o) not in joint}
+        if not cells or len(cells) > left:
+            break
+        left -= len(cells)
+        joint.update(zip(cells, (score - base for score in evaluator.scores(list(cells.values()))),
+                         strict=True))
+        utilities = [np.array([joint.get((k, o), side) for o, side in zip(unit.options, row,
+                                                                          strict=True)])
+                     for k, (unit, row) in enumerate(zip(game.units, utilities, strict=True))]
+        choices = best_k(knapsack_problem(game, costs, budget, utilities), count)
+        policies += [p for p in (policy_of(game, c) for c in choices) if p not in policies]
+    return policies
 
 
 def starting_center(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
                     budget: Budget, uniforms: Sequence[Policy], *, most_bits: bool = True,
-                    sensitivity: bool = False) -> list[Option]:
+                    sensitivity: int = 0) -> list[Option]:
     """The best measured of ``uniforms`` (the uniform policies that fit), with ``most_bits``
     of :func:`most_bits_policies` (a uniform policy collapses where one layer type is far more
     sensitive than the others: 59 % top-1 against 87 % on the depthwise Fashion net at uniform
-    W3A4's BOPs) and with ``sensitivity`` of :func:`side_sensitivity_policies`."""
+    W3A4's BOPs) and with :func:`sensitivity_policies` where ``sensitivity`` (the evaluations
+    it may spend) covers at least its side table."""
     starts = list(uniforms)
     if most_bits or not starts:
         starts += [p for p in most_bits_policies(game, costs, budget) if p not in starts]
-    if sensitivity:
-        starts += [p for p in side_sensitivity_policies(game, evaluator, costs, budget)
-                   if p not in starts]
+    if sensitivity >= sensitivity_cost(game):
+        starts += [p for p in sensitivity_policies(game, evaluator, costs, budget,
+                                                   evaluations=sensitivity) if p not in starts]
     scores = evaluator.scores(starts)
     best = starts[int(np.argmax(scores))]
     return [best[unit.layers[0]] for unit in game.units]

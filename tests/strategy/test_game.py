@@ -83,7 +83,7 @@ def test_mix_of_joint_players_mixes_each_side_with_summed_shares(model) -> None:
 
 
 def test_a_window_game_plays_one_step_around_its_center(model) -> None:
-    from smpq_onnx.strategy.local import window_around
+    from smpq_onnx.strategy.window import window_around
 
     full = game(model)
     center = [Option(4, 4)] * len(full.units)
@@ -108,7 +108,7 @@ def test_a_window_game_plays_one_step_around_its_center(model) -> None:
 
 
 def test_a_window_at_the_edge_of_the_legal_widths_has_no_step_beyond_it(model) -> None:
-    from smpq_onnx.strategy.local import window_around
+    from smpq_onnx.strategy.window import window_around
 
     full = game(model)
     center = [Option(2, 8)] * len(full.units)

@@ -26,10 +26,10 @@ from smpq_onnx.strategy.interactions import (
     most_lowered,
     pair_cost,
 )
-from smpq_onnx.strategy.local import window_around
 from smpq_onnx.strategy.selection import best_k
 from smpq_onnx.strategy.smpq import choice_of, knapsack_problem, policy_of
 from smpq_onnx.strategy.space import SearchSpace
+from smpq_onnx.strategy.window import window_around
 
 PENALTY = -10.0
 """Units 0 and 2 at the first-order proposal's options together lose this much more."""

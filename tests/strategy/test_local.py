@@ -81,7 +81,7 @@ def _chain_game(profile_name: str = "flexible"):
 
 def _window_game(profile_name: str = "flexible", radius: int = 1):
     from smpq_onnx.quant.options import Option
-    from smpq_onnx.strategy.local import window_around
+    from smpq_onnx.strategy.window import window_around
 
     game, costs = _chain_game(profile_name)
     center = [Option(4, 4) if Option(4, 4) in u.options else u.options[0] for u in game.units]

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import ctypes
 import itertools
+import os
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smpq_onnx.strategy.selection import Infeasible, KnapsackProblem, MemoryModel, best_k, solve
+from smpq_onnx.strategy.selection import (
+    Infeasible,
+    KnapsackProblem,
+    MemoryModel,
+    best_k,
+    native_stdout_silenced,
+    solve,
+)
 
 UTIL = [np.array([-0.30, -0.05, 0.0]), np.array([-0.20, -0.10, 0.0]),
         np.array([-0.50, -0.01, 0.0])]
@@ -134,3 +143,23 @@ def test_pairwise_terms_optimal_against_brute_force(seed: int, fraction: float) 
     budget = fraction * sum(c.max() for c in cost)
     assert_optimal_against_brute_force(KnapsackProblem(util, {"bops": cost}, {"bops": budget},
                                                        pairs=pairs))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="needs the C library's printf")
+def test_native_prints_inside_the_solver_block_are_dropped_and_stdout_comes_back(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    libc = ctypes.CDLL(None)
+    print("before the solve", flush=True)
+    with native_stdout_silenced():
+        libc.printf(b"HighsMipSolverData noise\n")  # buffered by C stdio, like HiGHS's
+        os.write(1, b"descriptor noise\n")
+        choice = solve(KnapsackProblem([np.array([0.0, 1.0])], {"bops": [np.array([1.0, 2.0])]},
+                                       {"bops": 2.0}))
+    print("after the solve", flush=True)
+    libc.printf(b"native after\n")
+    libc.fflush(None)
+    out = capfd.readouterr().out
+    assert choice == [1]
+    assert "noise" not in out
+    assert out.index("before the solve") < out.index("after the solve") < out.index("native after")
+

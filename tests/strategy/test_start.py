@@ -1,6 +1,7 @@
 """The first centre's candidates: on a score that adds up over unit sides, the knapsack on
 side sensitivities finds the exact best policy under the budget, with one evaluation per
-side width (and one for the top); pinned units are not measured."""
+side width (and one for the top); pinned units are not measured. Where a unit's two widths
+interact, the side sums miss the best policy and the joint rounds find it."""
 
 from __future__ import annotations
 
@@ -20,7 +21,12 @@ from smpq_onnx.quant.policy import Policy
 from smpq_onnx.strategy.game import QuantizationGame
 from smpq_onnx.strategy.smpq import policy_of
 from smpq_onnx.strategy.space import SearchSpace
-from smpq_onnx.strategy.start import sensitivity_cost, side_sensitivity_policies, starting_center
+from smpq_onnx.strategy.start import (
+    JOINT_ROUNDS,
+    sensitivity_cost,
+    sensitivity_policies,
+    starting_center,
+)
 
 WEIGHT_LOSS = (3.0, 0.4, 1.1)
 ACTIVATION_LOSS = (0.5, 2.0, 0.7)
@@ -81,7 +87,8 @@ def test_the_sensitivity_knapsack_finds_the_best_policy_of_a_side_additive_score
     top = costs.cost(policy_of(game, [u.options.index(Option(8, 8)) for u in game.units]))
     budget = Budget(bops=int(ratio * top.bops))
     evaluator = SideAdditiveEvaluator(game)
-    best, second = side_sensitivity_policies(game, evaluator, costs, budget)  # type: ignore[arg-type]
+    best, second = sensitivity_policies(game, evaluator, costs, budget,  # type: ignore[arg-type]
+                                        evaluations=sensitivity_cost(game))
     assert evaluator.asked == sensitivity_cost(game) == 3 * (6 + 6) + 1
     assert budget.fits(costs.cost(best)) and budget.fits(costs.cost(second))
     assert evaluator.value(best) == pytest.approx(brute_force_best(game, costs, budget,
@@ -94,7 +101,8 @@ def test_each_trial_lowers_one_side_of_one_unit_from_the_top_and_pins_stay(
     game, costs = chain
     budget = Budget(bops=costs.cost(policy_of(game, [0] * len(game.units))).bops * 4)
     evaluator = SideAdditiveEvaluator(game)
-    side_sensitivity_policies(game, evaluator, costs, budget)  # type: ignore[arg-type]
+    sensitivity_policies(game, evaluator, costs, budget,  # type: ignore[arg-type]
+                         evaluations=sensitivity_cost(game))
     trials = [p for p in evaluator.seen
               if any(p[u.layers[0]] != Option(8, 8) for u in game.units)]
     assert len(trials) == len(evaluator.seen) - 1 == 3 * (6 + 6)
@@ -105,7 +113,8 @@ def test_each_trial_lowers_one_side_of_one_unit_from_the_top_and_pins_stay(
     first = game.units[0].layers[0]
     pinned = QuantizationGame(SearchSpace.build(model, profile), pins={first: Option(4, 8)})
     recorder = SideAdditiveEvaluator(pinned)
-    side_sensitivity_policies(pinned, recorder, costs, budget)  # type: ignore[arg-type]
+    sensitivity_policies(pinned, recorder, costs, budget,  # type: ignore[arg-type]
+                         evaluations=sensitivity_cost(game))
     assert recorder.asked == sensitivity_cost(pinned) == 1 + 2 * (6 + 6)
     assert all(p[first] == Option(4, 8) for p in recorder.seen)
 
@@ -118,7 +127,7 @@ def test_the_start_takes_the_best_measured_candidate(
     evaluator = SideAdditiveEvaluator(game)
     plain = starting_center(game, evaluator, costs, budget, [])  # type: ignore[arg-type]
     measured = starting_center(game, evaluator, costs, budget, [],  # type: ignore[arg-type]
-                               sensitivity=True)
+                               sensitivity=sensitivity_cost(game))
 
     def value(options: list[Option]) -> float:
         return evaluator.value(policy_of(game, [u.options.index(o) for u, o in
@@ -126,3 +135,74 @@ def test_the_start_takes_the_best_measured_candidate(
 
     assert value(measured) >= value(plain)
     assert value(measured) == pytest.approx(brute_force_best(game, costs, budget, evaluator))
+
+
+INTERACTION = (40.0, 0.0, 25.0)
+
+
+class InteractingEvaluator(SideAdditiveEvaluator):
+    """The side-additive score less, per unit, a term that grows when both of its widths are
+    low together: the side sums from the top are optimistic about every lowered option."""
+
+    def value(self, policy: Policy) -> float:
+        options = [policy[u.layers[0]] for u in self.game.units]
+        return super().value(policy) - sum(c * 2.0 ** -(o.w_bits + o.a_bits)
+                                           for c, o in zip(INTERACTION, options, strict=True))
+
+
+@pytest.mark.parametrize("ratio", [0.12, 0.25])
+def test_joint_rounds_find_the_best_policy_where_the_side_sums_miss_it(
+        chain: tuple[QuantizationGame, CostModel], ratio: float) -> None:
+    game, costs = chain
+    top = costs.cost(policy_of(game, [u.options.index(Option(8, 8)) for u in game.units]))
+    budget = Budget(bops=int(ratio * top.bops))
+    side_only = InteractingEvaluator(game)
+    sides = sensitivity_policies(game, side_only, costs, budget,  # type: ignore[arg-type]
+                                 evaluations=sensitivity_cost(game))
+    optimum = brute_force_best(game, costs, budget, side_only)
+    assert max(side_only.value(p) for p in sides) < optimum - 1e-3  # the sides miss it
+    evaluator = InteractingEvaluator(game)
+    cap = sensitivity_cost(game) + JOINT_ROUNDS * 3 * 2 * 8
+    policies = sensitivity_policies(game, evaluator, costs, budget,  # type: ignore[arg-type]
+                                    evaluations=cap)
+    assert sensitivity_cost(game) < evaluator.asked <= cap
+    assert all(budget.fits(costs.cost(p)) for p in policies)
+    assert max(evaluator.value(p) for p in policies) == pytest.approx(optimum)
+    joint = [p for p in evaluator.seen
+             if sum(p[u.layers[0]] != Option(8, 8) for u in game.units) == 1]
+    assert all(sum(p[u.layers[0]] != Option(8, 8) for u in game.units) <= 1
+               for p in evaluator.seen)  # every cell moves one unit alone from the top
+    assert len(joint) == evaluator.asked - 1
+
+
+def test_sensitivity_candidates_are_measured_and_the_search_returns_one_at_least_as_good(
+        chain: tuple[QuantizationGame, CostModel]) -> None:
+    from smpq_onnx.engine.dataset import Dataset
+    from smpq_onnx.engine.evaluator import Evaluator
+    from smpq_onnx.engine.metrics import BUILTIN_METRICS
+    from smpq_onnx.model.runtime import RuntimeConfig
+    from smpq_onnx.quant.calibration import Calibration, CalibrationSettings, collect_histograms
+    from smpq_onnx.strategy.local import local_search
+    from smpq_onnx.strategy.smpq import SearchSettings
+
+    game, costs = chain
+    model = import_model(conv_chain())
+    x = np.random.default_rng(3).normal(size=(40, 3, 8, 8)).astype(np.float32)
+    runtime = RuntimeConfig(provider="cpu")
+    hist = collect_histograms(model, [{"x": x[:16]}], [la.activation for la in model.layers],
+                              runtime=runtime)
+    evaluator = Evaluator(model, Calibration(model, hist, CalibrationSettings()),
+                          Dataset({"x": x[16:]}, None, "search"), BUILTIN_METRICS["sqnr"],
+                          runtime=runtime, batch_size=8)
+    top = costs.cost(policy_of(game, [u.options.index(Option(8, 8)) for u in game.units]))
+    budget = Budget(bops=int(0.25 * top.bops))
+    result = local_search(game, evaluator, costs, budget,
+                          SearchSettings(seed=0, estimator="owen-cv", game="local"),
+                          max_evals=200, sensitivity_candidates=True)
+    assert budget.fits(result.costs)
+    measured, asked = set(evaluator.history), evaluator.n_evaluations
+    policies = sensitivity_policies(game, evaluator, costs, budget, evaluations=200 // 2)
+    assert evaluator.n_evaluations == asked  # the search measured every one of them
+    assert policies and all(p in measured for p in policies)
+    best = max(evaluator.evaluate(p).score for p in policies)
+    assert result.score >= best - 1e-6

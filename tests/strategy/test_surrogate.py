@@ -21,10 +21,10 @@ from smpq_onnx.model.importer import import_model
 from smpq_onnx.quant.options import Option
 from smpq_onnx.quant.policy import Policy
 from smpq_onnx.strategy.game import QuantizationGame
-from smpq_onnx.strategy.local import window_around
 from smpq_onnx.strategy.smpq import policy_of
 from smpq_onnx.strategy.space import SearchSpace
 from smpq_onnx.strategy.surrogate import MIN_POLICIES, fit_additive, surrogate_proposals
+from smpq_onnx.strategy.window import window_around
 
 W_TERMS = [{3: 0.0, 4: 0.02, 5: 0.03}, {3: 0.0, 4: 0.001, 5: 0.002}, {3: 0.0, 4: 0.01, 5: 0.011}]
 A_TERMS = [{3: 0.0, 4: 0.015, 5: 0.016}, {3: 0.0, 4: 0.03, 5: 0.05}, {3: 0.0, 4: 0.004, 5: 0.02}]
