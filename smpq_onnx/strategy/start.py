@@ -5,7 +5,8 @@
 - the knapsack on sensitivities measured from the top (:func:`sensitivity_policies`): AIMET
   AMP's phase-1 measurement, first per unit side (each side lowered alone from a network at
   its most bits, the changes added up per option), then per joint option near the knapsack's
-  choices (a unit's weight and activation widths interact: the side sums miss it).
+  choices (a unit's weight and activation widths interact: the side sums miss it); with
+  AMP's greedy walk on the same utilities beside the knapsack.
 
 The best measured of them is the first window's centre.
 """
@@ -17,11 +18,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from smpq_onnx.engine.evaluator import Evaluator
+from smpq_onnx.errors import BudgetInfeasibleError
 from smpq_onnx.hardware.budget import Budget
 from smpq_onnx.hardware.cost import CostModel
 from smpq_onnx.quant.options import Option
 from smpq_onnx.quant.policy import Policy
-from smpq_onnx.strategy.baselines import context_utilities, top_options
+from smpq_onnx.strategy.baselines import amp_select, context_utilities, top_options
 from smpq_onnx.strategy.game import QuantizationGame, Unit
 from smpq_onnx.strategy.selection import Infeasible, best_k
 from smpq_onnx.strategy.smpq import (
@@ -76,10 +78,12 @@ def sensitivity_policies(game: QuantizationGame, evaluator: Evaluator, costs: Co
     :data:`JOINT_ROUNDS` times while a round's cells fit in ``evaluations`` (the table's
     included), each unit alone at every joint option of its one-step window around the
     knapsack's choices, whose measured change replaces the side sum, and the knapsack again.
-    Every round's choices are returned. Where the side sums are optimistic (a unit's two
-    widths lowered together lose more than apart) and the rounds end for want of new cells,
-    the last knapsack's best is the best policy: its options are measured, every other
-    policy's utility is at least its true one."""
+    Every round's choices are returned, and AMP's greedy walk on the last utilities
+    (:func:`greedy_walk`; on the depthwise Fashion net it found AMP's own W4A4 policy where
+    the knapsack did not: README, "Joint cells for the sensitivity start"). Where the side
+    sums are optimistic (a unit's two widths lowered together lose more than apart) and the
+    rounds end for want of new cells, the last knapsack's best is the best policy: its
+    options are measured, every other policy's utility is at least its true one."""
     top = top_options(game)
     utilities = context_utilities(game, evaluator, top)
     try:
@@ -105,7 +109,22 @@ def sensitivity_policies(game: QuantizationGame, evaluator: Evaluator, costs: Co
                      for k, (unit, row) in enumerate(zip(game.units, utilities, strict=True))]
         choices = best_k(knapsack_problem(game, costs, budget, utilities), count)
         policies += [p for p in (policy_of(game, c) for c in choices) if p not in policies]
-    return policies
+    walked = greedy_walk(game, evaluator, costs, budget, utilities)
+    return [*policies, walked] if walked is not None and walked not in policies else policies
+
+
+def greedy_walk(game: QuantizationGame, evaluator: Evaluator, costs: CostModel, budget: Budget,
+                utilities: list[np.ndarray]) -> Policy | None:
+    """AIMET AMP's phase 2 on ``utilities`` (:func:`~smpq_onnx.strategy.baselines.amp_select`:
+    from the top, lower the option that loses least per BOPs saved, stop at the first point
+    that fits); one evaluation. None where no point of the walk fits (a memory budget the
+    BOPs-ordered walk misses)."""
+    drop = [{o: -float(u) for o, u in zip(unit.options, row, strict=True)}
+            for unit, row in zip(game.units, utilities, strict=True)]
+    try:
+        return amp_select(game, evaluator, costs, budget, drop)[0]
+    except BudgetInfeasibleError:
+        return None
 
 
 def starting_center(game: QuantizationGame, evaluator: Evaluator, costs: CostModel,
