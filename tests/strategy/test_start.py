@@ -68,6 +68,12 @@ def chain() -> tuple[QuantizationGame, CostModel]:
     return QuantizationGame(SearchSpace.build(model, profile)), CostModel(model, profile)
 
 
+def w8a8_fraction(game: QuantizationGame, costs: CostModel, ratio: float) -> Budget:
+    """A BOPs budget of ``ratio`` times uniform W8A8's."""
+    top = costs.cost(policy_of(game, [u.options.index(Option(8, 8)) for u in game.units]))
+    return Budget(bops=int(ratio * top.bops))
+
+
 def brute_force_best(game: QuantizationGame, costs: CostModel, budget: Budget,
                      evaluator: SideAdditiveEvaluator) -> float:
     """The best value of every policy under the budget (BOPs add up over units)."""
@@ -85,8 +91,7 @@ def brute_force_best(game: QuantizationGame, costs: CostModel, budget: Budget,
 def test_the_sensitivity_knapsack_finds_the_best_policy_of_a_side_additive_score(
         chain: tuple[QuantizationGame, CostModel], ratio: float) -> None:
     game, costs = chain
-    top = costs.cost(policy_of(game, [u.options.index(Option(8, 8)) for u in game.units]))
-    budget = Budget(bops=int(ratio * top.bops))
+    budget = w8a8_fraction(game, costs, ratio)
     evaluator = SideAdditiveEvaluator(game)
     best, second, *walk = sensitivity_policies(game, evaluator, costs,  # type: ignore[arg-type]
                                                budget, evaluations=sensitivity_cost(game))
@@ -126,8 +131,7 @@ def test_each_trial_lowers_one_side_of_one_unit_from_the_top_and_pins_stay(
 def test_the_start_takes_the_best_measured_candidate(
         chain: tuple[QuantizationGame, CostModel]) -> None:
     game, costs = chain
-    budget = Budget(bops=int(0.25 * costs.cost(policy_of(
-        game, [u.options.index(Option(8, 8)) for u in game.units])).bops))
+    budget = w8a8_fraction(game, costs, 0.25)
     evaluator = SideAdditiveEvaluator(game)
     plain = starting_center(game, evaluator, costs, budget, [])  # type: ignore[arg-type]
     measured = starting_center(game, evaluator, costs, budget, [],  # type: ignore[arg-type]
@@ -158,8 +162,7 @@ class InteractingEvaluator(SideAdditiveEvaluator):
 def test_joint_rounds_find_the_best_policy_where_the_side_sums_miss_it(
         chain: tuple[QuantizationGame, CostModel], ratio: float) -> None:
     game, costs = chain
-    top = costs.cost(policy_of(game, [u.options.index(Option(8, 8)) for u in game.units]))
-    budget = Budget(bops=int(ratio * top.bops))
+    budget = w8a8_fraction(game, costs, ratio)
     side_only = InteractingEvaluator(game)
     sides = sensitivity_policies(game, side_only, costs, budget,  # type: ignore[arg-type]
                                  evaluations=sensitivity_cost(game))
@@ -197,8 +200,7 @@ def test_sensitivity_candidates_are_measured_and_the_search_returns_one_at_least
     evaluator = Evaluator(model, Calibration(model, hist, CalibrationSettings()),
                           Dataset({"x": x[16:]}, None, "search"), BUILTIN_METRICS["sqnr"],
                           runtime=runtime, batch_size=8)
-    top = costs.cost(policy_of(game, [u.options.index(Option(8, 8)) for u in game.units]))
-    budget = Budget(bops=int(0.25 * top.bops))
+    budget = w8a8_fraction(game, costs, 0.25)
     result = local_search(game, evaluator, costs, budget,
                           SearchSettings(seed=0, estimator="owen-cv", game="local"),
                           max_evals=200, sensitivity_candidates=True)
